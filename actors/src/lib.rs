@@ -1,0 +1,22 @@
+//! The actors of a chat node.
+//!
+//! - [`session::Session`]: one per WebSocket connection. Parses frames, validates,
+//!   rate-limits, keeps the heartbeat, and writes through a bounded queue.
+//! - [`conversation::Conversation`]: one per conversation with local interest. This
+//!   node's single writer for it: group-commits sends, then fans out in seq order.
+//! - [`registry::Registry`]: finds or starts Conversation actors, knows which sessions
+//!   of which users (and audiences) are here, routes fan-out, and owns the bus
+//!   subscriptions.
+//! - [`maintenance`]: partition upkeep by whichever node holds the advisory lock.
+//!
+//! [`service::Chat`] is the one entry point for the HTTP handlers and the sessions, so
+//! an HTTP send and a WebSocket send take the same path.
+
+pub mod conversation;
+pub mod maintenance;
+pub mod messages;
+pub mod registry;
+pub mod service;
+pub mod session;
+
+pub use service::{Chat, ChatError};

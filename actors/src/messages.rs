@@ -1,0 +1,188 @@
+//! Messages between actors. Each is a documented type with named fields.
+
+use crate::conversation::Conversation;
+use crate::service::{Accepted, ChatError};
+use crate::session::Session;
+use actix::prelude::*;
+use bytestring::ByteString;
+use chat_bus::{BusNotice, Event};
+use chat_wire::{ConvId, Seq, Tier, UserId};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A connection's id, unique within this node's lifetime.
+pub type SessionId = u64;
+
+/// Asks the registry to admit one more connection of `user` (refused past
+/// `limits.max_connections_per_user`). Answered with the new session's id.
+#[derive(Message)]
+#[rtype(result = "Result<SessionId, Refused>")]
+pub struct Admit {
+    pub user: UserId,
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    TooManyConnections,
+    Draining,
+}
+
+/// A started session announces itself, with what it listens to.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub id: SessionId,
+    pub user: UserId,
+    pub addr: Addr<Session>,
+    /// Direct and group conversations of the user (bus interest).
+    pub conversations: Vec<ConvId>,
+    /// Broadcast audiences of the user.
+    pub audiences: Vec<String>,
+}
+
+/// A session is gone (or its upgrade failed after `Admit`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach {
+    pub id: SessionId,
+    pub user: UserId,
+}
+
+/// Finds or starts the Conversation actor of `conv`.
+#[derive(Message)]
+#[rtype(result = "Addr<Conversation>")]
+pub struct ConversationFor {
+    pub conv: ConvId,
+}
+
+/// A Conversation actor has been idle and offers to stop; the registry forgets it
+/// (if it is still the registered one) and tells it to stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConversationIdle {
+    pub conv: ConvId,
+    pub addr: Addr<Conversation>,
+}
+
+/// Tells a Conversation actor to stop (after the registry forgot it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopConversation;
+
+/// One frame to every local session of `users`, except the session `skip`.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct FanoutUsers {
+    pub users: Arc<[UserId]>,
+    pub frame: ByteString,
+    pub skip: Option<SessionId>,
+    /// Leave this user's sessions out (typing is not echoed to the typist).
+    pub skip_user: Option<UserId>,
+}
+
+/// One frame to every local session whose user belongs to `audience`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FanoutAudience {
+    pub audience: String,
+    pub frame: ByteString,
+}
+
+/// A user joined a conversation: listen to it while the user is online here.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Joined {
+    pub users: Vec<UserId>,
+    pub conv: ConvId,
+}
+
+/// A user's attributes changed: their sessions take the new audiences.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AudiencesChanged {
+    pub user: UserId,
+    pub audiences: Vec<String>,
+}
+
+/// Begins a graceful drain: every session closes with `code` once its in-flight sends
+/// are answered. Answered with the number of sessions told.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain {
+    pub code: u16,
+}
+
+/// How many sessions are open on this node.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct OpenSessions;
+
+/// What the bus reported (events of other nodes, reconnects).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FromBus(pub BusNotice);
+
+/// A frame for one session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Push {
+    pub frame: ByteString,
+}
+
+/// Close the session with `code` once in-flight sends are answered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseWith {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// The session's user has new audiences.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NewAudiences {
+    pub audiences: Arc<Vec<String>>,
+}
+
+/// A send for a Conversation actor: stored with the next group commit, then answered
+/// on `reply` and fanned out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubmitSend {
+    pub sender: UserId,
+    /// The sending connection, which gets the ack instead of a `msg` copy.
+    pub session: Option<SessionId>,
+    pub cid: String,
+    pub body: String,
+    pub tier: Option<Tier>,
+    pub reply_to: Option<Seq>,
+    pub reply: oneshot::Sender<Result<Accepted, ChatError>>,
+}
+
+/// A member's read cursor moved: tell the members.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Receipt {
+    pub user: UserId,
+    pub seq: Seq,
+}
+
+/// A member is typing.
+#[derive(Message)]
+#[rtype(result = "Result<(), ChatError>")]
+pub struct Typing {
+    pub user: UserId,
+}
+
+/// An event of another node for this conversation.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remote {
+    pub event: Event,
+}
+
+/// Reload the member list (someone joined).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RefreshMembers;

@@ -1,0 +1,427 @@
+//! The Registry actor: who is connected here, which Conversation actors run here, and
+//! which bus channels this node listens to.
+//!
+//! Interest decides subscriptions: a conversation's channel is subscribed while a
+//! member is online on this node, a user's channel while the user is, an audience's
+//! while a user of it is. Fan-out of one frame to many sessions happens here, in the
+//! order the frames arrive, so each session sees a conversation's messages in order.
+
+use crate::conversation::Conversation;
+use crate::messages::*;
+use crate::session::Session;
+use actix::prelude::*;
+use chat_bus::{Bus, BusNotice, Channel, Event};
+use chat_store::Store;
+use chat_wire::{ConvId, ServerFrame, UserId};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// What the registry knows of one online user.
+#[derive(Default)]
+struct Online {
+    sessions: HashMap<SessionId, Addr<Session>>,
+    conversations: HashSet<ConvId>,
+    audiences: Vec<String>,
+}
+
+/// The Registry actor. See the module documentation.
+pub struct Registry {
+    store: Store,
+    bus: Arc<dyn Bus>,
+    max_connections_per_user: usize,
+    /// Arbiters Conversation actors are spread over (round-robin).
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: usize,
+    next_session: SessionId,
+    /// Connections admitted but not yet attached, per user.
+    admitted: HashMap<UserId, usize>,
+    users: HashMap<UserId, Online>,
+    conversations: HashMap<ConvId, Addr<Conversation>>,
+    /// Online users per conversation / audience: the bus interest.
+    conv_interest: HashMap<ConvId, usize>,
+    audience_users: HashMap<String, HashSet<UserId>>,
+    draining: bool,
+}
+
+impl Registry {
+    pub fn new(
+        store: Store,
+        bus: Arc<dyn Bus>,
+        max_connections_per_user: usize,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> Self {
+        Registry {
+            store,
+            bus,
+            max_connections_per_user,
+            arbiters,
+            next_arbiter: 0,
+            next_session: 1,
+            admitted: HashMap::new(),
+            users: HashMap::new(),
+            conversations: HashMap::new(),
+            conv_interest: HashMap::new(),
+            audience_users: HashMap::new(),
+            draining: false,
+        }
+    }
+
+    fn conversation(&mut self, conv: ConvId, ctx: &mut Context<Self>) -> Addr<Conversation> {
+        if let Some(addr) = self.conversations.get(&conv) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let (store, registry, bus) = (self.store.clone(), ctx.address(), self.bus.clone());
+        let make =
+            move |_: &mut Context<Conversation>| Conversation::new(conv, store, registry, bus);
+        let addr = if self.arbiters.is_empty() {
+            Conversation::create(make)
+        } else {
+            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+            self.next_arbiter = self.next_arbiter.wrapping_add(1);
+            Conversation::start_in_arbiter(arbiter, make)
+        };
+        self.conversations.insert(conv, addr.clone());
+        metrics::gauge!("chat_conversation_actors").set(self.conversations.len() as f64);
+        addr
+    }
+
+    fn add_interest(&mut self, conv: ConvId) {
+        let n = self.conv_interest.entry(conv).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.bus.subscribe(&Channel::Conversation(conv));
+        }
+    }
+
+    fn drop_interest(&mut self, conv: ConvId) {
+        if let Some(n) = self.conv_interest.get_mut(&conv) {
+            *n -= 1;
+            if *n == 0 {
+                self.conv_interest.remove(&conv);
+                self.bus.unsubscribe(&Channel::Conversation(conv));
+            }
+        }
+    }
+
+    fn join_audiences(&mut self, user: UserId, audiences: &[String]) {
+        for a in audiences {
+            let set = self.audience_users.entry(a.clone()).or_default();
+            if set.insert(user) && set.len() == 1 {
+                self.bus.subscribe(&Channel::Audience(a.clone()));
+            }
+        }
+    }
+
+    fn leave_audiences(&mut self, user: UserId, audiences: &[String]) {
+        for a in audiences {
+            if let Some(set) = self.audience_users.get_mut(a) {
+                set.remove(&user);
+                if set.is_empty() {
+                    self.audience_users.remove(a);
+                    self.bus.unsubscribe(&Channel::Audience(a.clone()));
+                }
+            }
+        }
+    }
+
+    fn to_users(
+        &self,
+        users: &[UserId],
+        frame: &bytestring::ByteString,
+        skip: Option<SessionId>,
+        skip_user: Option<UserId>,
+    ) {
+        let mut n = 0u64;
+        for u in users {
+            if Some(*u) == skip_user {
+                continue;
+            }
+            let Some(online) = self.users.get(u) else {
+                continue;
+            };
+            for (id, addr) in &online.sessions {
+                if Some(*id) != skip {
+                    addr.do_send(Push {
+                        frame: frame.clone(),
+                    });
+                    n += 1;
+                }
+            }
+        }
+        metrics::counter!("chat_deliveries_total").increment(n);
+    }
+
+    fn session_count(&self) -> usize {
+        self.users.values().map(|o| o.sessions.len()).sum()
+    }
+
+    fn update_gauges(&self) {
+        metrics::gauge!("chat_open_connections").set(self.session_count() as f64);
+        metrics::gauge!("chat_online_users").set(self.users.len() as f64);
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(usize::MAX >> 4);
+    }
+}
+
+impl Handler<Admit> for Registry {
+    type Result = Result<SessionId, Refused>;
+
+    fn handle(&mut self, msg: Admit, _ctx: &mut Self::Context) -> Self::Result {
+        if self.draining {
+            return Err(Refused::Draining);
+        }
+        let open = self.users.get(&msg.user).map_or(0, |o| o.sessions.len());
+        let admitted = self.admitted.entry(msg.user).or_insert(0);
+        if open + *admitted >= self.max_connections_per_user {
+            return Err(Refused::TooManyConnections);
+        }
+        *admitted += 1;
+        let id = self.next_session;
+        self.next_session += 1;
+        Ok(id)
+    }
+}
+
+impl Handler<Attach> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, _ctx: &mut Self::Context) {
+        if let Some(n) = self.admitted.get_mut(&msg.user) {
+            *n = n.saturating_sub(1);
+        }
+        let first = !self.users.contains_key(&msg.user);
+        if first {
+            self.bus.subscribe(&Channel::User(msg.user));
+            for conv in &msg.conversations {
+                self.add_interest(*conv);
+            }
+            self.join_audiences(msg.user, &msg.audiences);
+            let online = self.users.entry(msg.user).or_default();
+            online.conversations = msg.conversations.into_iter().collect();
+            online.audiences = msg.audiences;
+        }
+        if let Some(online) = self.users.get_mut(&msg.user) {
+            online.sessions.insert(msg.id, msg.addr);
+        }
+        self.update_gauges();
+    }
+}
+
+impl Handler<Detach> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Detach, _ctx: &mut Self::Context) {
+        let Some(online) = self.users.get_mut(&msg.user) else {
+            if let Some(n) = self.admitted.get_mut(&msg.user) {
+                *n = n.saturating_sub(1);
+            }
+            return;
+        };
+        if online.sessions.remove(&msg.id).is_none() {
+            if let Some(n) = self.admitted.get_mut(&msg.user) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if online.sessions.is_empty() {
+            if let Some(online) = self.users.remove(&msg.user) {
+                self.bus.unsubscribe(&Channel::User(msg.user));
+                for conv in online.conversations {
+                    self.drop_interest(conv);
+                }
+                self.leave_audiences(msg.user, &online.audiences);
+            }
+        }
+        self.update_gauges();
+    }
+}
+
+impl Handler<ConversationFor> for Registry {
+    type Result = MessageResult<ConversationFor>;
+
+    fn handle(&mut self, msg: ConversationFor, ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.conversation(msg.conv, ctx))
+    }
+}
+
+impl Handler<ConversationIdle> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConversationIdle, _ctx: &mut Self::Context) {
+        if self.conversations.get(&msg.conv) == Some(&msg.addr) {
+            self.conversations.remove(&msg.conv);
+            metrics::gauge!("chat_conversation_actors").set(self.conversations.len() as f64);
+        }
+        msg.addr.do_send(StopConversation);
+    }
+}
+
+impl Handler<FanoutUsers> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: FanoutUsers, _ctx: &mut Self::Context) {
+        self.to_users(&msg.users, &msg.frame, msg.skip, msg.skip_user);
+    }
+}
+
+impl Handler<FanoutAudience> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: FanoutAudience, _ctx: &mut Self::Context) {
+        let users: Vec<UserId> = self
+            .audience_users
+            .get(&msg.audience)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        self.to_users(&users, &msg.frame, None, None);
+    }
+}
+
+impl Handler<Joined> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Joined, _ctx: &mut Self::Context) {
+        for user in msg.users {
+            let added = self
+                .users
+                .get_mut(&user)
+                .is_some_and(|o| o.conversations.insert(msg.conv));
+            if added {
+                self.add_interest(msg.conv);
+            }
+        }
+        if let Some(addr) = self.conversations.get(&msg.conv) {
+            addr.do_send(RefreshMembers);
+        }
+    }
+}
+
+impl Handler<AudiencesChanged> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: AudiencesChanged, _ctx: &mut Self::Context) {
+        let Some(old) = self.users.get(&msg.user).map(|o| o.audiences.clone()) else {
+            return;
+        };
+        self.leave_audiences(msg.user, &old);
+        self.join_audiences(msg.user, &msg.audiences);
+        if let Some(online) = self.users.get_mut(&msg.user) {
+            online.audiences = msg.audiences.clone();
+            let shared = Arc::new(msg.audiences);
+            for addr in online.sessions.values() {
+                addr.do_send(NewAudiences {
+                    audiences: shared.clone(),
+                });
+            }
+        }
+    }
+}
+
+impl Handler<Drain> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Drain, _ctx: &mut Self::Context) -> usize {
+        self.draining = true;
+        let mut n = 0;
+        for online in self.users.values() {
+            for addr in online.sessions.values() {
+                addr.do_send(CloseWith {
+                    code: msg.code,
+                    reason: "node draining",
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+impl Handler<OpenSessions> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: OpenSessions, _ctx: &mut Self::Context) -> usize {
+        self.session_count()
+    }
+}
+
+impl Handler<FromBus> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: FromBus, ctx: &mut Self::Context) {
+        match msg.0 {
+            BusNotice::Event { channel, event } => match (channel, event) {
+                (Channel::Audience(audience), Event::Message { message }) => {
+                    let frame = ServerFrame::Msg(message).to_text().into();
+                    let users: Vec<UserId> = self
+                        .audience_users
+                        .get(&audience)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default();
+                    self.to_users(&users, &frame, None, None);
+                }
+                (Channel::Conversation(conv), event) => {
+                    if self.conv_interest.contains_key(&conv) {
+                        self.conversation(conv, ctx).do_send(Remote { event });
+                    }
+                }
+                (
+                    Channel::User(_),
+                    Event::Unread {
+                        user,
+                        conv,
+                        unread,
+                        total,
+                    },
+                ) => {
+                    let frame = ServerFrame::Unread {
+                        conv,
+                        unread,
+                        total,
+                    }
+                    .to_text()
+                    .into();
+                    self.to_users(&[user], &frame, None, None);
+                }
+                (Channel::User(_), Event::Joined { user, conv }) => {
+                    ctx.notify(Joined {
+                        users: vec![user],
+                        conv,
+                    });
+                }
+                (Channel::User(_), Event::AttributesChanged { user }) => {
+                    let store = self.store.clone();
+                    let fut = async move { store.user(user).await }.into_actor(self).map(
+                        move |res, _act, ctx| {
+                            if let Ok(Some(record)) = res {
+                                ctx.notify(AudiencesChanged {
+                                    user,
+                                    audiences: record.attributes.audiences(),
+                                });
+                            }
+                        },
+                    );
+                    ctx.spawn(fut);
+                }
+                _ => {}
+            },
+            BusNotice::Reconnected => {
+                let frame: bytestring::ByteString = ServerFrame::Resync.to_text().into();
+                for online in self.users.values() {
+                    for addr in online.sessions.values() {
+                        addr.do_send(Push {
+                            frame: frame.clone(),
+                        });
+                    }
+                }
+            }
+            BusNotice::Down => {}
+        }
+    }
+}

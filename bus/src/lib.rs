@@ -1,0 +1,153 @@
+//! The event bus between chat nodes.
+//!
+//! Each node delivers to its own sessions directly; the bus only carries events to
+//! *other* nodes. [`LocalBus`] is the single-node bus (nothing to carry), [`RedisBus`]
+//! is Redis pub/sub with one channel per conversation, per user and per broadcast
+//! audience. Events carry their origin node so a node ignores its own echo.
+
+mod local;
+mod redis_bus;
+
+pub use local::LocalBus;
+pub use redis_bus::RedisBus;
+
+use chat_wire::{ConvId, Message, Seq, UserId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A bus channel. Its Redis name is `chat:c:<id>`, `chat:u:<id>` or `chat:a:<path>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    Conversation(ConvId),
+    User(UserId),
+    Audience(String),
+}
+
+impl Channel {
+    pub fn name(&self) -> String {
+        match self {
+            Channel::Conversation(c) => format!("chat:c:{c}"),
+            Channel::User(u) => format!("chat:u:{u}"),
+            Channel::Audience(a) => format!("chat:a:{a}"),
+        }
+    }
+
+    /// The channel of a Redis channel name, if it is one of ours.
+    pub fn parse(name: &str) -> Option<Channel> {
+        let rest = name.strip_prefix("chat:")?;
+        let (kind, id) = rest.split_once(':')?;
+        match kind {
+            "c" => id.parse().ok().map(|i| Channel::Conversation(ConvId(i))),
+            "u" => id.parse().ok().map(|i| Channel::User(UserId(i))),
+            "a" => Some(Channel::Audience(id.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// What nodes tell each other. Published once per event, after commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub enum Event {
+    /// A message was committed (conversation or audience channel).
+    Message { message: Message },
+    /// A member's read cursor moved (conversation channel).
+    Read {
+        conv: ConvId,
+        user: UserId,
+        seq: Seq,
+    },
+    /// A user's unread changed (user channel: the reader's other devices).
+    Unread {
+        user: UserId,
+        conv: ConvId,
+        unread: i64,
+        total: i64,
+    },
+    /// A member is typing (conversation channel).
+    Typing { conv: ConvId, user: UserId },
+    /// A user joined a conversation (user channel): nodes with that user online start
+    /// listening to it.
+    Joined { user: UserId, conv: ConvId },
+    /// A user's attributes changed (user channel): their audiences change.
+    AttributesChanged { user: UserId },
+}
+
+/// An event as it travels: with the node it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub origin: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What the bus tells its node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusNotice {
+    /// An event from another node.
+    Event { channel: Channel, event: Event },
+    /// The bus connection was lost and is back, subscriptions restored; pushes may
+    /// have been missed meanwhile, so sessions must `resync`.
+    Reconnected,
+    /// The bus connection was lost.
+    Down,
+}
+
+/// Why the bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// A bus. Calls never block: work is queued to the bus's own task, and a lost
+/// connection loses pushes only (the store is the truth; clients `sync`).
+pub trait Bus: Send + Sync + 'static {
+    /// Sends an event to the other nodes listening on `channel`.
+    fn publish(&self, channel: &Channel, event: &Event);
+    /// Starts receiving events of `channel`.
+    fn subscribe(&self, channel: &Channel);
+    /// Stops receiving events of `channel`.
+    fn unsubscribe(&self, channel: &Channel);
+    /// Whether the bus is connected (for `/readyz`).
+    fn is_up(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_round_trip() {
+        for ch in [
+            Channel::Conversation(ConvId(7)),
+            Channel::User(UserId(3)),
+            Channel::Audience("org/1/role/2".into()),
+        ] {
+            assert_eq!(Channel::parse(&ch.name()), Some(ch.clone()));
+        }
+        assert_eq!(Channel::parse("other:c:1"), None);
+        assert_eq!(Channel::parse("chat:c:x"), None);
+    }
+
+    #[test]
+    fn envelope_json_carries_origin() {
+        let env = Envelope {
+            origin: "node-1".into(),
+            event: Event::Typing {
+                conv: ConvId(1),
+                user: UserId(2),
+            },
+        };
+        let text = serde_json::to_string(&env).expect("serialises");
+        assert!(text.contains(r#""origin":"node-1""#), "{text}");
+        let back: Envelope = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, env);
+    }
+}

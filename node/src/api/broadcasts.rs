@@ -1,0 +1,51 @@
+//! In-site notices to whole audiences, stored once (fan-out on read).
+
+use crate::api::conversations::check_send;
+use crate::auth::AuthService;
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use chat_actors::service::SendCommand;
+use chat_wire::http::{BroadcastRequest, BroadcastResponse};
+use chat_wire::{Audience, ErrorBody, UserId};
+
+/// Posts one message to an audience's conversation (service key), whatever the
+/// audience's size. The same `cid` again answers 200 with the same seq.
+#[utoipa::path(post, path = "/api/v1/broadcasts", tag = "service",
+    security(("bearer" = [])), request_body = BroadcastRequest,
+    responses((status = 201, body = BroadcastResponse), (status = 200, body = BroadcastResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn broadcast(
+    state: web::Data<AppState>,
+    _service: AuthService,
+    body: web::Json<BroadcastRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let req = body.into_inner();
+    let audience = Audience::parse(&req.audience)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .canonical();
+    check_send(&state, &req.cid, &req.body)?;
+    let conv = state.store.broadcast_conversation(&audience).await?;
+    let accepted = state
+        .chat
+        .send(SendCommand {
+            sender: UserId::SYSTEM,
+            session: None,
+            conv,
+            cid: req.cid,
+            body: req.body,
+            tier: req.tier,
+            reply_to: None,
+        })
+        .await?;
+    let body = BroadcastResponse {
+        conversation_id: conv,
+        seq: accepted.message.seq,
+    };
+    Ok(if accepted.duplicate {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::Created().json(body)
+    })
+}

@@ -1,0 +1,56 @@
+//! The HTTP API under `/api/v1`.
+
+pub mod auth;
+pub mod broadcasts;
+pub mod conversations;
+pub mod users;
+
+use crate::error::{extract, ApiError};
+use actix_web::web;
+
+/// `limit` within `1..=max`, or `default` when absent.
+pub(crate) fn limit(value: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        Some(_) => Err(ApiError::bad_request(format!("limit must be 1..={max}"))),
+    }
+}
+
+/// A resource whose other methods answer 405 in the contract's error shape.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(extract::method_not_allowed))
+}
+
+/// Registers every `/api/v1` route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .service(resource("/openapi.json").route(web::get().to(crate::openapi::document)))
+            .service(resource("/auth/register").route(web::post().to(auth::register)))
+            .service(resource("/auth/login").route(web::post().to(auth::login)))
+            .service(resource("/me").route(web::get().to(auth::me)))
+            .service(
+                resource("/users")
+                    .route(web::get().to(users::search))
+                    .route(web::post().to(users::provision)),
+            )
+            .service(resource("/users/{id}/attributes").route(web::put().to(users::set_attributes)))
+            .service(
+                resource("/conversations")
+                    .route(web::get().to(conversations::list))
+                    .route(web::post().to(conversations::create)),
+            )
+            .service(
+                resource("/conversations/{id}/messages")
+                    .route(web::get().to(conversations::history))
+                    .route(web::post().to(conversations::send)),
+            )
+            .service(
+                resource("/conversations/{id}/read").route(web::post().to(conversations::read)),
+            )
+            .service(resource("/unread").route(web::get().to(conversations::unread)))
+            .service(resource("/sync").route(web::post().to(conversations::sync)))
+            .service(resource("/broadcasts").route(web::post().to(broadcasts::broadcast))),
+    );
+}

@@ -1,0 +1,265 @@
+//! Identity: argon2id password hashes, HS256 tokens, and the request extractors that
+//! turn an `Authorization` header into a user or the service.
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
+use chat_wire::UserId;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Claims of a token. A company's backend mints the same with the shared secret:
+/// `sub` is the user id as a decimal string, `iat` and `exp` are unix seconds, and
+/// `iss`/`aud` are required when the node is configured with them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub iat: u64,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token")]
+    Invalid,
+}
+
+/// Issues and checks tokens. Only HS256 is accepted.
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+/// A verified token: whose it is and when it stops being valid.
+#[derive(Debug, Clone, Copy)]
+pub struct Verified {
+    pub user: UserId,
+    pub expires_at: u64,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl Tokens {
+    pub fn new(settings: &Settings) -> Tokens {
+        let secret = settings.auth.jwt_secret.as_bytes();
+        let issuer = non_empty(&settings.auth.issuer);
+        let audience = non_empty(&settings.auth.audience);
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = settings.auth.leeway.as_secs();
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Tokens {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl: settings.auth.token_ttl,
+            issuer,
+            audience,
+        }
+    }
+
+    /// A token for `user`, valid for `auth.token_ttl`.
+    pub fn issue(&self, user: UserId) -> Result<String, ApiError> {
+        let iat = now_secs();
+        let claims = Claims {
+            sub: user.0.to_string(),
+            iat,
+            exp: iat + self.ttl.as_secs(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        jsonwebtoken::encode(
+            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "token signing failed");
+            ApiError::unavailable("could not issue a token")
+        })
+    }
+
+    /// Checks signature, algorithm, expiry (and issuer/audience when configured).
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })?;
+        let id: i64 = data.claims.sub.parse().map_err(|_| TokenError::Invalid)?;
+        if id <= 0 {
+            return Err(TokenError::Invalid);
+        }
+        Ok(Verified {
+            user: UserId(id),
+            expires_at: data.claims.exp,
+        })
+    }
+}
+
+/// OWASP's argon2id minimum: 19 MiB, 2 iterations, 1 lane.
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password on a blocking thread (never on the async runtime's threads).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    web::block(move || {
+        argon2()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("password hashing failed"))?
+    .map_err(|_| ApiError::unavailable("password hashing failed"))
+}
+
+/// A hash of a random password, verified against when the user does not exist so
+/// that a login for an unknown name takes as long as one with a wrong password.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$1sYV0K6FG4nYDZ2tA8q2yYlVoYb0RkJiHu9n1m7Kq7A";
+
+/// Checks a password against a stored PHC string on a blocking thread.
+pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
+    web::block(move || {
+        let stored = hash.as_deref().unwrap_or(DUMMY_HASH);
+        let ok = PasswordHash::new(stored)
+            .map(|parsed| {
+                argon2()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        ok && hash.is_some()
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("password check failed"))
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy)]
+pub enum Principal {
+    User(Verified),
+    /// A bearer of one of `api.service_keys`: the company's backend.
+    Service,
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Compares without an early exit, so timing does not reveal a key's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Resolves the caller from the `Authorization` header.
+pub fn principal(state: &AppState, req: &HttpRequest) -> Result<Principal, ApiError> {
+    let token = bearer(req).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    if state
+        .settings
+        .api
+        .service_keys
+        .iter()
+        .any(|k| constant_time_eq(k.as_bytes(), token.as_bytes()))
+    {
+        return Ok(Principal::Service);
+    }
+    state
+        .tokens
+        .verify(token)
+        .map(Principal::User)
+        .map_err(|e| ApiError::unauthorized(e.to_string()))
+}
+
+fn app_state(req: &HttpRequest) -> Result<&AppState, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .map(|d| d.get_ref())
+        .ok_or_else(|| ApiError::unavailable("node is starting"))
+}
+
+/// Extractor: a user token is required.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser(pub UserId);
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(app_state(req).and_then(|s| match principal(s, req)? {
+            Principal::User(v) => Ok(AuthUser(v.user)),
+            Principal::Service => Err(ApiError::forbidden("this call needs a user token")),
+        }))
+    }
+}
+
+/// Extractor: a service key is required.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthService;
+
+impl FromRequest for AuthService {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(app_state(req).and_then(|s| match principal(s, req)? {
+            Principal::Service => Ok(AuthService),
+            Principal::User(_) => Err(ApiError::forbidden("this call needs a service key")),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dummy_hash_parses() {
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

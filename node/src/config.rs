@@ -1,0 +1,298 @@
+//! Settings: built-in defaults (`config/default.toml`), then `--config FILE`, then
+//! `CHAT__SECTION__KEY` environment variables, later ones winning.
+
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+const DEFAULTS: &str = include_str!("../../config/default.toml");
+
+/// A setting that is missing or wrong; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: Server,
+    pub node: Node,
+    pub database: Database,
+    pub bus: Bus,
+    pub redis: Redis,
+    pub auth: Auth,
+    pub api: Api,
+    pub limits: Limits,
+    pub retention: Retention,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub bind: SocketAddr,
+    pub workers: usize,
+    pub heartbeat_s: u64,
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    #[serde(deserialize_with = "string_list")]
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    pub url: String,
+    pub pool_size: usize,
+    #[serde(deserialize_with = "duration")]
+    pub acquire_timeout: Duration,
+}
+
+/// Which bus carries events between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bus {
+    pub kind: BusKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    pub url: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub jwt_secret: String,
+    #[serde(deserialize_with = "duration")]
+    pub token_ttl: Duration,
+    pub issuer: String,
+    pub audience: String,
+    #[serde(deserialize_with = "duration")]
+    pub leeway: Duration,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("jwt_secret", &"<redacted>")
+            .field("token_ttl", &self.token_ttl)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    #[serde(deserialize_with = "string_list")]
+    pub service_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Api {{ service_keys: <{} redacted> }}",
+            self.service_keys.len()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub max_message_bytes: usize,
+    pub sends_per_sec: u32,
+    pub max_connections_per_user: usize,
+    pub outbound_queue: usize,
+    pub max_group_members: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(deserialize_with = "duration")]
+    pub normal_ttl: Duration,
+    #[serde(deserialize_with = "optional_duration")]
+    pub important_ttl: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    pub upkeep_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub partition_interval: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Parses `10s`, `30d`, `250ms`, `1h`: a number and a unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit (ms, s, m, h, d)"))?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a whole number"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (ms, s, m, h, d)")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_duration(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListOrText {
+    List(Vec<String>),
+    Text(String),
+}
+
+/// A list from a config file, or a comma-separated string from the environment.
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(match ListOrText::deserialize(d)? {
+        ListOrText::List(v) => v,
+        ListOrText::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+impl Settings {
+    /// Loads and checks the settings. Environment values are read as text (never
+    /// re-typed), so a secret such as `00123` stays as written.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("CHAT")
+                .prefix_separator("__")
+                .separator("__"),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.auth.jwt_secret.len() < 16 {
+            return fail("auth.jwt_secret", "must be set, at least 16 bytes");
+        }
+        if self.node.id.is_empty() || self.node.id.len() > 64 {
+            return fail("node.id", "must be 1..64 characters");
+        }
+        if self.server.heartbeat_s == 0 {
+            return fail("server.heartbeat_s", "must be at least 1");
+        }
+        if self.database.pool_size == 0 {
+            return fail("database.pool_size", "must be at least 1");
+        }
+        if self.limits.sends_per_sec == 0 {
+            return fail("limits.sends_per_sec", "must be at least 1");
+        }
+        if self.limits.outbound_queue == 0 {
+            return fail("limits.outbound_queue", "must be at least 1");
+        }
+        if self.limits.max_frame_bytes < 256 {
+            return fail("limits.max_frame_bytes", "must be at least 256");
+        }
+        if self.retention.partition_interval < Duration::from_secs(1) {
+            return fail("retention.partition_interval", "must be at least 1s");
+        }
+        if self.retention.upkeep_interval < Duration::from_millis(100) {
+            return fail("retention.upkeep_interval", "must be at least 100ms");
+        }
+        if self.api.service_keys.iter().any(|k| k.len() < 8) {
+            return fail("api.service_keys", "each key must be at least 8 bytes");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5w").is_err());
+    }
+
+    #[test]
+    fn defaults_parse_but_need_a_secret() {
+        let err = Settings::load(None).expect_err("no secret by default");
+        assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+    }
+}

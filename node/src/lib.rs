@@ -1,0 +1,241 @@
+//! The chat node: configuration, wiring of store, bus and actors, the HTTP server,
+//! and the graceful drain.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod ops;
+pub mod state;
+pub mod ws;
+
+use crate::config::{BusKind, LogFormat, Settings};
+use crate::state::AppState;
+use actix::{Actor, Arbiter};
+use actix_web::{web, App, HttpServer};
+use chat_actors::maintenance::{self, UpkeepConfig, PARTITIONS_AHEAD};
+use chat_actors::messages::{Drain, FromBus, OpenSessions};
+use chat_actors::registry::Registry;
+use chat_actors::session::close;
+use chat_actors::Chat;
+use chat_bus::{Bus, LocalBus, RedisBus};
+use chat_store::{Retention, Store, StoreConfig};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why the node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("postgres: {0}")]
+    Store(#[from] chat_store::StoreError),
+    #[error("bus: {0}")]
+    Bus(#[from] chat_bus::BusError),
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Sets up `tracing`: human-readable or JSON lines; `RUST_LOG` wins over `log.level`.
+pub fn init_tracing(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match settings.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn install_metrics() -> Result<PrometheusHandle, NodeError> {
+    let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    let latency = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full("chat_group_commit_batch_size".into()), &batch)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency))
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| NodeError::Metrics(e.to_string()))
+}
+
+async fn connect_store(settings: &Settings) -> Result<Store, NodeError> {
+    let cfg = StoreConfig {
+        url: settings.database.url.clone(),
+        pool_size: settings.database.pool_size,
+        acquire_timeout: settings.database.acquire_timeout,
+        retention: Retention {
+            normal: settings.retention.normal_ttl,
+            important: settings.retention.important_ttl,
+        },
+    };
+    // Postgres may still be starting (containers, a fresh machine): retry a while.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match Store::connect(&cfg).await {
+            Ok(store) => return Ok(store),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "postgres not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs the node until SIGTERM or SIGINT, then drains.
+pub async fn run(settings: Settings) -> Result<(), NodeError> {
+    let settings = Arc::new(settings);
+    let metrics = install_metrics()?;
+    let store = connect_store(&settings).await?;
+    let applied = store.migrate().await?;
+    store
+        .ensure_partitions(
+            chrono::Utc::now(),
+            settings.retention.partition_interval,
+            PARTITIONS_AHEAD,
+        )
+        .await?;
+    tracing::info!(applied, node = %settings.node.id, "database ready");
+
+    let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel();
+    let bus: Arc<dyn Bus> = match settings.bus.kind {
+        BusKind::Local => Arc::new(LocalBus),
+        BusKind::Redis => Arc::new(
+            RedisBus::start(&settings.redis.url, settings.node.id.clone(), notice_tx).await?,
+        ),
+    };
+
+    let workers = if settings.server.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        settings.server.workers
+    };
+    let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
+    let registry = Registry::new(
+        store.clone(),
+        bus.clone(),
+        settings.limits.max_connections_per_user,
+        arbiters.iter().map(Arbiter::handle).collect(),
+    )
+    .start();
+    {
+        let registry = registry.clone();
+        actix_web::rt::spawn(async move {
+            while let Some(n) = notice_rx.recv().await {
+                registry.do_send(FromBus(n));
+            }
+        });
+    }
+    actix_web::rt::spawn(maintenance::run(
+        store.clone(),
+        UpkeepConfig {
+            interval: settings.retention.upkeep_interval,
+            partition_width: settings.retention.partition_interval,
+        },
+    ));
+    {
+        let metrics = metrics.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+    }
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        settings: settings.clone(),
+        store: store.clone(),
+        tokens: Arc::new(auth::Tokens::new(&settings)),
+        registry: registry.clone(),
+        chat: Chat {
+            store,
+            registry: registry.clone(),
+            bus,
+        },
+        metrics,
+        draining: draining.clone(),
+    };
+    let session_cfg = ws::session_config(&settings);
+    let max_body = settings.limits.max_body_bytes;
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::Data::from(session_cfg.clone()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(error::extract::json),
+            )
+            .app_data(web::PayloadConfig::default().limit(max_body))
+            .app_data(web::QueryConfig::default().error_handler(error::extract::query))
+            .app_data(web::PathConfig::default().error_handler(error::extract::path))
+            .route("/healthz", web::get().to(ops::healthz))
+            .route("/readyz", web::get().to(ops::readyz))
+            .route("/metrics", web::get().to(ops::metrics))
+            .route("/ws", web::get().to(ws::upgrade))
+            .configure(api::configure)
+            .default_service(web::to(error::extract::not_found))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(settings.server.drain_timeout.as_secs().max(1))
+    .bind(settings.server.bind)?
+    .run();
+    let handle = server.handle();
+    tracing::info!(bind = %settings.server.bind, workers, "chat node listening");
+
+    let drain_timeout = settings.server.drain_timeout;
+    actix_web::rt::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("drain: readiness off, closing sockets with 1012");
+        draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + drain_timeout;
+        let _ = registry
+            .send(Drain {
+                code: close::DRAINING,
+            })
+            .await;
+        while Instant::now() < deadline {
+            match registry.send(OpenSessions).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        tracing::info!("drain: stopping the HTTP server");
+        handle.stop(true).await;
+    });
+    server.await?;
+    for arbiter in arbiters {
+        arbiter.stop();
+    }
+    tracing::info!("chat node stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

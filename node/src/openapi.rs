@@ -1,0 +1,59 @@
+//! The OpenAPI 3 document of the HTTP API, generated from the handlers and wire types.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "chat-node", description = "HTTP API of the chat node. Bearer tokens are HS256 JWTs (user calls) or service keys (service calls)."),
+    paths(
+        crate::api::auth::register,
+        crate::api::auth::login,
+        crate::api::auth::me,
+        crate::api::users::search,
+        crate::api::users::provision,
+        crate::api::users::set_attributes,
+        crate::api::conversations::create,
+        crate::api::conversations::list,
+        crate::api::conversations::history,
+        crate::api::conversations::send,
+        crate::api::conversations::read,
+        crate::api::conversations::unread,
+        crate::api::conversations::sync,
+        crate::api::broadcasts::broadcast,
+        crate::ops::healthz,
+        crate::ops::readyz,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Accounts and tokens"),
+        (name = "users", description = "Finding users"),
+        (name = "conversations", description = "Conversations, messages, unread and sync"),
+        (name = "service", description = "Calls of the company's backend, with a service key"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,122 @@
+//! `GET /ws?token=…`: checks the token, origin and connection limit at the handshake,
+//! then hands the socket to a Session actor.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix::{Actor, AsyncContext};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chat_actors::messages::{Admit, Detach, Refused};
+use chat_actors::session::{writer, Session, SessionConfig, SessionParts};
+use chat_wire::ErrorCode;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+/// Per-connection settings, built once at start.
+pub fn session_config(state: &crate::config::Settings) -> Arc<SessionConfig> {
+    Arc::new(SessionConfig {
+        node: state.node.id.clone(),
+        heartbeat: Duration::from_secs(state.server.heartbeat_s),
+        sends_per_sec: state.limits.sends_per_sec,
+        outbound_queue: state.limits.outbound_queue,
+        max_message_bytes: state.limits.max_message_bytes,
+    })
+}
+
+pub async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<WsQuery>,
+    cfg: web::Data<SessionConfig>,
+) -> Result<HttpResponse, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::unavailable("node is draining; reconnect"));
+    }
+    let allowed = &state.settings.server.allowed_origins;
+    if !allowed.is_empty() {
+        let origin = req
+            .headers()
+            .get(actix_web::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok());
+        if !origin.is_some_and(|o| allowed.iter().any(|a| a == o)) {
+            return Err(ApiError::forbidden("origin not allowed"));
+        }
+    }
+    let token = query
+        .into_inner()
+        .token
+        .ok_or_else(|| ApiError::unauthorized("missing token"))?;
+    let verified = state
+        .tokens
+        .verify(&token)
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let caller = state.caller(verified.user).await?;
+    let conversations = state.store.user_conversations(verified.user).await?;
+    let id = match state
+        .registry
+        .send(Admit {
+            user: verified.user,
+        })
+        .await
+    {
+        Ok(Ok(id)) => id,
+        Ok(Err(Refused::TooManyConnections)) => {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many open connections for this user",
+            ))
+        }
+        Ok(Err(Refused::Draining)) | Err(_) => {
+            return Err(ApiError::unavailable("node is draining; reconnect"))
+        }
+    };
+    let (response, ws, stream) = match actix_ws::handle(&req, body) {
+        Ok(parts) => parts,
+        Err(e) => {
+            state.registry.do_send(Detach {
+                id,
+                user: verified.user,
+            });
+            return Err(ApiError::bad_request(format!(
+                "not a websocket upgrade: {e}"
+            )));
+        }
+    };
+    let max = state.settings.limits.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let token_expires =
+        Instant::now() + Duration::from_secs(verified.expires_at.saturating_sub(now));
+    let (out_tx, out_rx) = mpsc::channel(cfg.outbound_queue);
+    let (kill_tx, kill_rx) = oneshot::channel();
+    actix_web::rt::spawn(writer(ws, out_rx, kill_rx));
+    let parts = SessionParts {
+        id,
+        user: verified.user,
+        chat: state.chat.clone(),
+        cfg: cfg.into_inner(),
+        audiences: caller.audiences,
+        conversations,
+        out: out_tx,
+        kill: kill_tx,
+        token_expires,
+    };
+    Session::create(move |ctx| {
+        ctx.add_stream(stream);
+        Session::new(parts)
+    });
+    Ok(response)
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Run one chat node for development: Postgres (installed and started if needed), database
+# `chat`, the embedded `local` bus (no Redis), release build via cargo.
+#
+#   scripts/run-node.sh [NODE ARGS...]
+#
+# Uses config/local.toml (your own, untracked) as --config when it exists. Extra
+# arguments go to chat-node. Any CHAT__SECTION__KEY variable you set wins, e.g.
+#   CHAT__SERVER__BIND=127.0.0.1:9000 scripts/run-node.sh
+#
+# Environment:
+#   CHAT__DATABASE__URL   default postgres://postgres:postgres@127.0.0.1:5432/chat; when
+#                         you set it, the script neither starts Postgres nor creates a db
+#   CHAT__BUS__KIND       default local
+#   CHAT__AUTH__JWT_SECRET  default: a fixed development secret, unless config/local.toml
+#                         sets auth.jwt_secret
+#   CHAT_DB_NAME          database created and used by default (chat)
+#   CHAT_PG_*             see scripts/lib.sh
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$CHAT_ROOT"
+
+ensure_rust
+
+if [[ -z "${CHAT__DATABASE__URL:-}" ]]; then
+    db="${CHAT_DB_NAME:-chat}"
+    ensure_postgres
+    ensure_database "$db"
+    CHAT__DATABASE__URL="$(database_url "$db")"
+fi
+export CHAT__DATABASE__URL
+export CHAT__BUS__KIND="${CHAT__BUS__KIND:-local}"
+
+config_args=()
+if [[ -f config/local.toml ]]; then
+    config_args=(--config config/local.toml)
+fi
+# A development secret unless you set one (CHAT__AUTH__JWT_SECRET or local.toml).
+default_jwt_secret dev-only-jwt-secret-change-me-0123456789 config/local.toml
+
+log "database ${CHAT__DATABASE__URL#*@}, bus ${CHAT__BUS__KIND}${config_args[*]:+, ${config_args[*]}}"
+exec cargo run --release -p chat-node -- "${config_args[@]}" "$@"

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Everything CI checks, in order; exits non-zero on the first failure:
+#   services    Postgres, Redis, HAProxy, the redis-server binary (installed if missing)
+#   cleanup     drops leftover test databases chat_t_*
+#   static      container files (scripts/check-compose.sh), config/haproxy.cfg, shellcheck
+#   fmt         cargo fmt --all -- --check
+#   clippy      cargo clippy --workspace --all-targets -- -D warnings
+#   build       cargo build --workspace --bins
+#   test        cargo test --workspace -- --test-threads=2
+#   fuzz        schemathesis against the OpenAPI document of one running node
+#
+#   scripts/test.sh
+#
+# Environment:
+#   TEST_THREADS       --test-threads of cargo test (2)
+#   CARGO_TEST_ARGS    extra words after `--` for cargo test, e.g. a test name filter
+#   SKIP_FUZZ=1        skip the schemathesis step
+#   STEPS              only these steps, e.g. STEPS="static fuzz" (services always run)
+#   FUZZ_EXAMPLES      schemathesis --max-examples per operation (25)
+#   FUZZ_SEED          schemathesis --seed (1; runs are reproducible)
+#   FUZZ_TIMEOUT       seconds for the whole schemathesis run (600)
+#   CHAT_NODE_BIN      node binary for the fuzz step (target/debug/chat-node)
+#   CHAT_VENV          Python venv for schemathesis and PyYAML (.run/venv)
+#   CHAT_PG_*          Postgres address and login, see scripts/lib.sh
+# Exported to the tests: CHAT_TEST_DATABASE_URL (admin URL on which they create chat_t_*).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$CHAT_ROOT"
+
+RUN_DIR="$CHAT_ROOT/.run"
+CHAT_VENV="${CHAT_VENV:-$RUN_DIR/venv}"
+export CHAT_VENV
+SCHEMATHESIS_SPEC='schemathesis>=4.32,<5'
+FUZZ_DB=chat_t_fuzz
+
+cleanup() {
+    local rc=$?
+    trap - EXIT
+    stop_started
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step_started=$SECONDS
+step() {
+    section "$* ($(date +%H:%M:%S), +$((SECONDS - step_started))s)"
+}
+
+# want STEP: true when STEP is to run (all of them unless STEPS names some).
+want() {
+    [[ -z "${STEPS:-}" || " ${STEPS//,/ } " == *" $1 "* ]]
+}
+
+# ---------------------------------------------------------------------------------------
+step "services: Postgres, Redis, HAProxy"
+ensure_rust
+ensure_curl
+ensure_postgres
+ensure_redis
+ensure_haproxy
+export CHAT_TEST_DATABASE_URL="${CHAT_TEST_DATABASE_URL:-$CHAT_PG_ADMIN_URL}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+echo "postgres $CHAT_PG_HOST:$CHAT_PG_PORT, redis 127.0.0.1:$CHAT_REDIS_PORT," \
+    "$(redis-server --version | cut -d' ' -f3), $(haproxy -v | head -n 1 | cut -d' ' -f1-3), $(cargo --version)"
+
+if want cleanup; then
+    step "cleanup: leftover test databases"
+    echo "dropped $(drop_databases_like 'chat\_t\_%') database(s) named chat_t_*"
+fi
+
+# ---------------------------------------------------------------------------------------
+if want static; then
+    step "static: container files, HAProxy config, shell scripts"
+    bash scripts/check-compose.sh
+    haproxy -c -q -f config/haproxy.cfg || die "config/haproxy.cfg is invalid"
+    echo "config/haproxy.cfg: OK"
+    if command -v shellcheck >/dev/null 2>&1; then
+        shellcheck -x scripts/*.sh .ci/run
+        echo "shellcheck: OK"
+    else
+        echo "shellcheck not installed: skipped"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------
+if want fmt; then
+    step "fmt: cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+fi
+
+if want clippy; then
+    step "clippy: cargo clippy --workspace --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+if want build; then
+    step "build: cargo build --workspace --bins"
+    cargo build --workspace --bins
+fi
+
+if want test; then
+    step "test: cargo test --workspace -- --test-threads=${TEST_THREADS:-2}"
+    # shellcheck disable=SC2086 # CARGO_TEST_ARGS is a list of words on purpose
+    cargo test --workspace -- --test-threads="${TEST_THREADS:-2}" ${CARGO_TEST_ARGS:-}
+fi
+
+# ---------------------------------------------------------------------------------------
+if ! want fuzz || [[ "${SKIP_FUZZ:-0}" == 1 ]]; then
+    step "fuzz: skipped"
+    section "checks passed ($((SECONDS - step_started))s)"
+    exit 0
+fi
+
+step "fuzz: schemathesis against /api/v1/openapi.json"
+mkdir -p "$RUN_DIR/fuzz"
+ensure_venv "$CHAT_VENV"
+if ! "$CHAT_VENV/bin/python" -c 'import schemathesis' >/dev/null 2>&1; then
+    log "installing $SCHEMATHESIS_SPEC into $CHAT_VENV"
+    "$CHAT_VENV/bin/pip" install -q --disable-pip-version-check "$SCHEMATHESIS_SPEC" ||
+        die "pip install schemathesis failed"
+fi
+"$CHAT_VENV/bin/schemathesis" --version
+
+node_bin="${CHAT_NODE_BIN:-${CARGO_TARGET_DIR:-$CHAT_ROOT/target}/debug/chat-node}"
+[[ -x "$node_bin" ]] || die "node binary $node_bin not found (cargo build --workspace --bins makes it)"
+drop_database "$FUZZ_DB"
+ensure_database "$FUZZ_DB"
+port="$(free_port)"
+base="http://127.0.0.1:$port"
+node_log="$RUN_DIR/fuzz/node.log"
+: >"$node_log"
+log "starting $node_bin on 127.0.0.1:$port (log $node_log)"
+start_bg "$node_log" env \
+    CHAT__SERVER__BIND="127.0.0.1:$port" \
+    CHAT__NODE__ID=fuzz-node \
+    CHAT__DATABASE__URL="$(database_url "$FUZZ_DB")" \
+    CHAT__BUS__KIND=local \
+    CHAT__API__SERVICE_KEYS=fuzz-service-key \
+    CHAT__AUTH__JWT_SECRET=fuzz-jwt-secret-0123456789abcdef \
+    CHAT__LOG__FORMAT=text \
+    "$node_bin"
+node_pid=$BG_PID
+wait_http_ok "$base/readyz" "$CHAT_WAIT_S" "$node_pid" "$node_log" || die "the fuzz node did not become ready"
+
+answer="$(curl -sS -m 10 -X POST -H 'Content-Type: application/json' \
+    -d '{"username":"fuzzuser","password":"fuzzpassword1"}' \
+    -w '\n%{http_code}' "$base/api/v1/auth/register")" || die "POST /api/v1/auth/register failed"
+status="${answer##*$'\n'}"
+body="${answer%$'\n'*}"
+[[ "$status" == 200 || "$status" == 201 ]] ||
+    die "POST /api/v1/auth/register answered $status: $body"
+token="$("$CHAT_VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["token"])' <<<"$body")" ||
+    die "no token in the answer of POST /api/v1/auth/register: $body"
+
+# Run from .run/fuzz: schemathesis and hypothesis leave .schemathesis/ and .hypothesis/
+# in the working directory.
+fuzz_rc=0
+(
+    cd "$RUN_DIR/fuzz"
+    exec timeout "${FUZZ_TIMEOUT:-600}" "$CHAT_VENV/bin/schemathesis" run "$base/api/v1/openapi.json" \
+        --header "Authorization: Bearer $token" \
+        --checks not_a_server_error,response_schema_conformance \
+        --max-examples "${FUZZ_EXAMPLES:-25}" \
+        --seed "${FUZZ_SEED:-1}" \
+        --workers 2 \
+        --request-timeout 10 \
+        --generation-database none \
+        --no-color \
+        --report junit --report-dir "$RUN_DIR/fuzz/report"
+) || fuzz_rc=$?
+
+log "stopping the fuzz node"
+stop_pid "$node_pid" 20
+if pid_alive "$node_pid"; then die "the fuzz node did not stop"; fi
+if grep -qiE 'panicked at' "$node_log"; then
+    grep -iE -A3 'panicked at' "$node_log" | head -n 40 >&2
+    die "the fuzz node panicked (log $node_log)"
+fi
+drop_database "$FUZZ_DB"
+
+case "$fuzz_rc" in
+0) echo "fuzz: OK" ;;
+124) die "schemathesis did not finish within ${FUZZ_TIMEOUT:-600}s" ;;
+*) die "schemathesis found failures (exit $fuzz_rc); node log: $node_log" ;;
+esac
+
+section "all checks passed ($((SECONDS - step_started))s)"

@@ -1,0 +1,39 @@
+use thiserror::Error;
+
+/// What can go wrong in the store. Callers act on the variants: `Conflict` and
+/// `NotFound` are the caller's fault, `Unavailable` means retry later.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A unique key is taken (username, external id).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// A row the call needs does not exist.
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// Postgres could not be reached or answered with an error; nothing was committed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Migrations failed at start.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+                return StoreError::Conflict("already exists");
+            }
+            if db.code() == &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION {
+                return StoreError::NotFound("referenced row");
+            }
+        }
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}

@@ -1,0 +1,26 @@
+//! Migrations from `sql/`, embedded at compile time and applied at start.
+
+use crate::error::StoreError;
+use deadpool_postgres::Pool;
+
+refinery::embed_migrations!("../sql");
+
+/// Advisory lock key held while migrating, so nodes starting together take turns.
+const MIGRATION_LOCK: i64 = 0x6368_6174_6d69_67; // "chatmig"
+
+/// Applies every migration not yet recorded in `refinery_schema_history`. A second
+/// run applies nothing. Nodes that start at once serialise on an advisory lock.
+pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
+    let mut client = pool.get().await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = migrations::runner()
+        .run_async(&mut **client)
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()));
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    Ok(result?.applied_migrations().len())
+}

@@ -1,0 +1,193 @@
+//! WebSocket frames: one JSON object per text frame, tagged by `type`.
+
+use crate::error::ErrorCode;
+use crate::http::{SyncConversation, SyncResponse};
+use crate::ids::{ConvId, Seq, UserId};
+use crate::message::{Message, Tier};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a client can say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Store and fan out; answered by `ack` or `error` with `ref: cid`.
+    Send {
+        conv: ConvId,
+        cid: String,
+        body: String,
+        #[serde(default)]
+        tier: Option<Tier>,
+        #[serde(default)]
+        reply_to: Option<Seq>,
+    },
+    /// Move the read cursor; answered by `unread`.
+    Read { conv: ConvId, seq: Seq },
+    /// As HTTP sync; answered by `sync`.
+    Sync {
+        #[serde(default)]
+        cursors: BTreeMap<String, i64>,
+        #[serde(default)]
+        limit: Option<i64>,
+    },
+    /// Ephemeral, never stored.
+    Typing { conv: ConvId },
+    /// Answered by `pong`.
+    Ping,
+}
+
+/// A text frame that is not a valid client frame: what to answer, and to what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub message: String,
+    /// The cid (for a send) or the frame type, when they could be read.
+    pub reference: Option<String>,
+}
+
+impl ClientFrame {
+    /// Decodes one text frame. On failure, says which frame it answers when the JSON
+    /// was readable enough to tell.
+    pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FrameError {
+            message: format!("malformed JSON: {e}"),
+            reference: None,
+        })?;
+        let reference = value
+            .get("cid")
+            .and_then(|c| c.as_str())
+            .or_else(|| value.get("type").and_then(|t| t.as_str()))
+            .map(|s| s.chars().take(64).collect::<String>());
+        if !value.is_object() {
+            return Err(FrameError {
+                message: "a frame is a JSON object".into(),
+                reference,
+            });
+        }
+        serde_json::from_value(value).map_err(|e| FrameError {
+            message: format!("invalid frame: {e}"),
+            reference,
+        })
+    }
+}
+
+/// What the server says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The first frame after connect.
+    Hello {
+        user: UserId,
+        node: String,
+        heartbeat_s: u64,
+    },
+    /// The send with this cid is durable.
+    Ack {
+        cid: String,
+        conv: ConvId,
+        seq: Seq,
+        ts: DateTime<Utc>,
+    },
+    /// A new message in a conversation the user belongs to.
+    Msg(Message),
+    /// A member's read cursor moved.
+    Read {
+        conv: ConvId,
+        user: UserId,
+        seq: Seq,
+    },
+    /// The user's unread changed.
+    Unread {
+        conv: ConvId,
+        unread: i64,
+        total: i64,
+    },
+    /// A member is typing.
+    Typing {
+        conv: ConvId,
+        user: UserId,
+    },
+    /// The answer to `sync`.
+    Sync {
+        conversations: Vec<SyncConversation>,
+        more: bool,
+    },
+    /// The node may have missed pushes: call sync.
+    Resync,
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    Pong,
+}
+
+impl ServerFrame {
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Self {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            reference,
+        }
+    }
+
+    /// The JSON text of the frame.
+    pub fn to_text(&self) -> String {
+        // Serialising these types cannot fail: every map key is a string and no
+        // Serialize impl here returns an error.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            String::from(r#"{"type":"error","code":"unavailable","message":"encoding failed"}"#)
+        })
+    }
+}
+
+impl From<SyncResponse> for ServerFrame {
+    fn from(r: SyncResponse) -> Self {
+        ServerFrame::Sync {
+            conversations: r.conversations,
+            more: r.more,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_send() {
+        let f = ClientFrame::parse(r#"{"type":"send","conv":3,"cid":"a1","body":"hi"}"#);
+        assert_eq!(
+            f,
+            Ok(ClientFrame::Send {
+                conv: ConvId(3),
+                cid: "a1".into(),
+                body: "hi".into(),
+                tier: None,
+                reply_to: None
+            })
+        );
+    }
+
+    #[test]
+    fn errors_carry_a_reference() {
+        let e = ClientFrame::parse(r#"{"type":"send","conv":"x","cid":"c9","body":"hi"}"#)
+            .expect_err("wrong type");
+        assert_eq!(e.reference.as_deref(), Some("c9"));
+        let e = ClientFrame::parse(r#"{"type":"dance"}"#).expect_err("unknown type");
+        assert_eq!(e.reference.as_deref(), Some("dance"));
+        let e = ClientFrame::parse("{nope").expect_err("malformed");
+        assert_eq!(e.reference, None);
+        assert!(ClientFrame::parse("[1]").is_err());
+    }
+
+    #[test]
+    fn server_frames_are_tagged() {
+        let text = ServerFrame::Pong.to_text();
+        assert_eq!(text, r#"{"type":"pong"}"#);
+        let text = ServerFrame::error(ErrorCode::NotMember, "no", Some("c".into())).to_text();
+        assert!(text.contains(r#""ref":"c""#), "{text}");
+        assert!(text.contains(r#""code":"not_member""#), "{text}");
+    }
+}

@@ -1,0 +1,206 @@
+//! Bodies of the HTTP API (`/api/v1`).
+
+use crate::attributes::Attributes;
+use crate::ids::{ConvId, Seq, UserId};
+use crate::message::{Conversation, Message, Tier};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// 3..32 of `[a-z0-9_.-]`.
+    pub username: String,
+    /// At least 8 characters.
+    pub password: String,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuthResponse {
+    pub user_id: UserId,
+    /// HS256 JWT for `Authorization: Bearer` and `/ws?token=`.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub attributes: Attributes,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserSummary {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserList {
+    pub users: Vec<UserSummary>,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+pub struct UserSearchQuery {
+    /// Username prefix.
+    pub q: String,
+}
+
+/// `POST /conversations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CreateConversation {
+    /// The one conversation between the caller and `peer` (created once).
+    Direct { peer: UserId },
+    /// A new group of the caller and `members`.
+    Group { title: String, members: Vec<UserId> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationEnvelope {
+    pub conversation: Conversation,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// At most this many conversations (1..=100, default 50).
+    pub limit: Option<i64>,
+    /// The id of the last conversation of the previous page.
+    pub before: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationList {
+    /// Newest activity first.
+    pub conversations: Vec<Conversation>,
+    pub total_unread: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Messages with a seq below this (default: the newest).
+    pub before_seq: Option<i64>,
+    /// At most this many messages (1..=200, default 50).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct History {
+    /// Ascending by seq.
+    pub messages: Vec<Message>,
+    /// The lowest seq still retained; seqs below it have expired. `last_seq + 1` when
+    /// nothing is retained.
+    pub oldest_retained_seq: Seq,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SendRequest {
+    /// Client-chosen id, 1..64 of `[A-Za-z0-9_-]`, unique per sender.
+    pub cid: String,
+    pub body: String,
+    pub tier: Option<Tier>,
+    pub reply_to: Option<Seq>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SendResponse {
+    pub seq: Seq,
+    pub ts: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReadRequest {
+    pub seq: Seq,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReadResponse {
+    pub read_seq: Seq,
+    pub unread: i64,
+    pub total_unread: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnreadResponse {
+    pub total: i64,
+    /// Unread per conversation id (only conversations with unread messages).
+    pub conversations: BTreeMap<String, i64>,
+}
+
+/// `POST /sync` and the `sync` frame.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SyncRequest {
+    /// The highest seq the client has per conversation id; missing ones count as 0.
+    #[serde(default)]
+    pub cursors: BTreeMap<String, i64>,
+    /// Messages per conversation per round (1..=500, default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SyncConversation {
+    pub id: ConvId,
+    pub last_seq: Seq,
+    pub read_seq: Seq,
+    pub unread: i64,
+    /// Retained messages after the cursor, ascending.
+    pub messages: Vec<Message>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SyncResponse {
+    pub conversations: Vec<SyncConversation>,
+    /// True while any conversation had more messages than `limit`: call again with the
+    /// new cursors.
+    pub more: bool,
+}
+
+/// `POST /users` (service key): provision a user of the company's own identity system.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProvisionUser {
+    pub external_id: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub attributes: Option<Attributes>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProvisionResponse {
+    pub user_id: UserId,
+}
+
+/// `POST /broadcasts` (service key).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BroadcastRequest {
+    /// `all`, `org/1`, `role/3`, `job/2`, `org/1/role/3`, …
+    pub audience: String,
+    pub body: String,
+    pub tier: Option<Tier>,
+    pub cid: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BroadcastResponse {
+    pub conversation_id: ConvId,
+    pub seq: Seq,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub node: String,
+    /// Why the node is not ready, when it is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}

@@ -1,0 +1,63 @@
+//! Wire types of the chat node.
+//!
+//! Everything a client, the node, the test harness and the load generator agree on:
+//! ids, HTTP request and response bodies, WebSocket frames and error codes. This crate
+//! has no I/O; it is the bottom layer every other crate points at.
+
+pub mod attributes;
+pub mod error;
+pub mod frames;
+pub mod http;
+pub mod ids;
+pub mod message;
+
+pub use attributes::{Attributes, Audience, AudienceError};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use frames::{ClientFrame, FrameError, ServerFrame};
+pub use ids::{ConvId, Seq, UserId};
+pub use message::{Conversation, ConversationKind, Message, Tier};
+
+/// Longest accepted client id (`cid`).
+pub const MAX_CID_LEN: usize = 64;
+
+/// Whether `cid` is 1..=64 characters of `[A-Za-z0-9_-]`.
+pub fn valid_cid(cid: &str) -> bool {
+    !cid.is_empty()
+        && cid.len() <= MAX_CID_LEN
+        && cid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `name` is 3..=32 characters of `[a-z0-9_.-]`.
+pub fn valid_username(name: &str) -> bool {
+    (3..=32).contains(&name.len())
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cid_rules() {
+        assert!(valid_cid("a"));
+        assert!(valid_cid("A-z_09"));
+        assert!(valid_cid(&"x".repeat(64)));
+        assert!(!valid_cid(""));
+        assert!(!valid_cid(&"x".repeat(65)));
+        assert!(!valid_cid("has space"));
+        assert!(!valid_cid("é"));
+    }
+
+    #[test]
+    fn username_rules() {
+        assert!(valid_username("abc"));
+        assert!(valid_username("a.b-c_9"));
+        assert!(!valid_username("ab"));
+        assert!(!valid_username("Abc"));
+        assert!(!valid_username(&"a".repeat(33)));
+    }
+}
