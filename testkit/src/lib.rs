@@ -1,1 +1,29 @@
+//! Test harness of the chat node: real node processes, real Postgres databases, real
+//! Redis servers, and HTTP and WebSocket clients that speak the public contract.
+//!
+//! Everything here binds to loopback only, and every wait is bounded.
 
+pub mod client;
+pub mod process;
+
+pub use client::{Api, Incoming, WsClient};
+pub use process::{free_port, Haproxy, Node, NodeOptions, RedisServer, TestDb};
+
+/// What can go wrong in the harness; tests fail with its message.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("http: {0}")]
+    Http(String),
+    #[error("websocket: {0}")]
+    Ws(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, HarnessError>;

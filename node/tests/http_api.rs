@@ -1,0 +1,639 @@
+//! The HTTP API of one node against a real Postgres, through a real node process.
+
+mod common;
+use base64::Engine;
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[actix_rt::test]
+async fn register_login_me_and_token_checks() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let alice = user(&api, "alice").await;
+
+    // Duplicate username, bad username, short password.
+    let (s, b) = api
+        .post(
+            "/api/v1/auth/register",
+            None,
+            &json!({"username": "alice", "password": "another-pass"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (409, "conflict"));
+    for (name, pass) in [
+        ("Al", "password1"),
+        ("UPPER", "password1"),
+        ("ok_name", "short"),
+    ] {
+        let (s, b) = api
+            .post(
+                "/api/v1/auth/register",
+                None,
+                &json!({"username": name, "password": pass}),
+            )
+            .await
+            .unwrap();
+        assert_eq!((s, code(&b)), (400, "bad_request"), "{name}/{pass}");
+    }
+
+    // Login: right, wrong, unknown.
+    let (s, b) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"username": "alice", "password": "password-alice"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(b["user_id"], alice.id);
+    let login_token = b["token"].as_str().unwrap().to_string();
+    for (name, pass) in [("alice", "wrong-password"), ("nobody", "password-x")] {
+        let (s, b) = api
+            .post(
+                "/api/v1/auth/login",
+                None,
+                &json!({"username": name, "password": pass}),
+            )
+            .await
+            .unwrap();
+        assert_eq!((s, code(&b)), (401, "unauthorized"));
+    }
+
+    let (s, me) = api.get("/api/v1/me", Some(&login_token)).await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(me["username"], "alice");
+    assert_eq!(
+        me["attributes"],
+        json!({"org": null, "roles": [], "jobs": []})
+    );
+
+    // Missing, garbage, tampered, expired and alg-none tokens.
+    let (s, b) = api.get("/api/v1/me", None).await.unwrap();
+    assert_eq!((s, code(&b)), (401, "unauthorized"));
+    let (s, _) = api.get("/api/v1/me", Some("not-a-token")).await.unwrap();
+    assert_eq!(s, 401);
+    let mut tampered = alice.token.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let (s, _) = api.get("/api/v1/me", Some(&tampered)).await.unwrap();
+    assert_eq!(s, 401);
+    let expired = mint(&alice.id.to_string(), now() - 7200, now() - 3600);
+    let (s, b) = api.get("/api/v1/me", Some(&expired)).await.unwrap();
+    assert_eq!((s, code(&b)), (401, "unauthorized"));
+    assert!(b["error"]["message"].as_str().unwrap().contains("expired"));
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(
+            json!({"sub": alice.id.to_string(), "iat": now(), "exp": now() + 3600}).to_string()
+        )
+    );
+    let (s, _) = api.get("/api/v1/me", Some(&none)).await.unwrap();
+    assert_eq!(s, 401);
+    let wrong_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": alice.id.to_string(), "iat": now(), "exp": now() + 3600}),
+        &jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-entirely"),
+    )
+    .unwrap();
+    let (s, _) = api.get("/api/v1/me", Some(&wrong_key)).await.unwrap();
+    assert_eq!(s, 401);
+
+    // Tokens and passwords never reach the log.
+    let log = node.log_text();
+    assert!(!log.contains(&alice.token) && !log.contains("password-alice"));
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn provisioned_users_and_company_tokens() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let body = json!({"external_id": "emp-42", "username": "carol", "display_name": "Carol C",
+                      "attributes": {"org": 1, "roles": [3], "jobs": ["7"]}});
+    let (s, b) = api
+        .post("/api/v1/users", Some(SERVICE_KEY), &body)
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{b}");
+    let id = b["user_id"].as_i64().unwrap();
+    let (s, b) = api
+        .post("/api/v1/users", Some(SERVICE_KEY), &body)
+        .await
+        .unwrap();
+    assert_eq!((s, b["user_id"].as_i64()), (200, Some(id)));
+
+    // A token minted by the company's backend works like the node's own.
+    let token = mint(&id.to_string(), now(), now() + 600);
+    let (s, me) = api.get("/api/v1/me", Some(&token)).await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(me["display_name"], "Carol C");
+    assert_eq!(
+        me["attributes"],
+        json!({"org": "1", "roles": ["3"], "jobs": ["7"]})
+    );
+    // A provisioned user has no password to log in with.
+    let (s, _) = api
+        .post(
+            "/api/v1/auth/login",
+            None,
+            &json!({"username": "carol", "password": ""}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 401);
+
+    // Service calls need the service key; user calls need a user token.
+    let (s, b) = api
+        .post("/api/v1/users", Some(&token), &body)
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (403, "forbidden"));
+    let (s, b) = api.get("/api/v1/me", Some(SERVICE_KEY)).await.unwrap();
+    assert_eq!((s, code(&b)), (403, "forbidden"));
+    // Another external id with a taken username conflicts.
+    let (s, b) = api
+        .post(
+            "/api/v1/users",
+            Some(SERVICE_KEY),
+            &json!({"external_id": "emp-43", "username": "carol"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (409, "conflict"));
+    // A token for a user that does not exist is refused.
+    let ghost = mint("999999", now(), now() + 600);
+    let (s, _) = api.get("/api/v1/me", Some(&ghost)).await.unwrap();
+    assert_eq!(s, 401);
+
+    let (s, b) = api.get("/api/v1/users?q=car", Some(&token)).await.unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(b["users"][0]["username"], "carol");
+    let (s, b) = api.get("/api/v1/users?q=c%25", Some(&token)).await.unwrap();
+    assert_eq!(
+        (s, b["users"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "LIKE wildcards are escaped"
+    );
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn direct_chat_history_unread_and_sync() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let alice = user(&api, "alice").await;
+    let bob = user(&api, "bob").await;
+
+    let (s, b) = api
+        .post(
+            "/api/v1/conversations",
+            Some(&alice.token),
+            &json!({"kind": "direct", "peer": bob.id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
+    let conv = b["conversation"]["id"].as_i64().unwrap();
+    assert_eq!(b["conversation"]["members"], json!([alice.id, bob.id]));
+    // Created twice (from either side): one conversation.
+    let (s, b) = api
+        .post(
+            "/api/v1/conversations",
+            Some(&bob.token),
+            &json!({"kind": "direct", "peer": alice.id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, b["conversation"]["id"].as_i64()), (200, Some(conv)));
+
+    // Send, and retry the same cid: same seq, one row.
+    let (s, first) = api
+        .send(&alice.token, conv, "c-1", "hello bob")
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
+    assert_eq!(first["seq"], 1);
+    let (s, again) = api
+        .send(&alice.token, conv, "c-1", "hello bob")
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(again, first);
+    assert_eq!(rows(&db, conv).await, 1);
+
+    // Unread: 1 for bob, 0 for alice (own messages are never unread).
+    let (_, u) = api.get("/api/v1/unread", Some(&bob.token)).await.unwrap();
+    assert_eq!(
+        u,
+        json!({"total": 1, "conversations": {conv.to_string(): 1}})
+    );
+    let (_, u) = api.get("/api/v1/unread", Some(&alice.token)).await.unwrap();
+    assert_eq!(u["total"], 0);
+    let (_, list) = api
+        .get("/api/v1/conversations", Some(&bob.token))
+        .await
+        .unwrap();
+    assert_eq!(list["total_unread"], 1);
+    assert_eq!(
+        list["conversations"][0]["last_message"]["body"],
+        "hello bob"
+    );
+
+    let (s, r) = api
+        .post(
+            &format!("/api/v1/conversations/{conv}/read"),
+            Some(&bob.token),
+            &json!({"seq": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(r, json!({"read_seq": 1, "unread": 0, "total_unread": 0}));
+
+    // More messages; bob's reply moves his own cursor past alice's earlier ones.
+    for i in 2..=6 {
+        api.send(&alice.token, conv, &format!("c-{i}"), &format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    let (s, b) = api.send(&bob.token, conv, "b-1", "reply").await.unwrap();
+    assert_eq!((s, b["seq"].as_i64()), (201, Some(7)));
+    let (_, u) = api.get("/api/v1/unread", Some(&bob.token)).await.unwrap();
+    assert_eq!(u["total"], 0, "sending moves the sender's read cursor");
+    let (_, u) = api.get("/api/v1/unread", Some(&alice.token)).await.unwrap();
+    assert_eq!(u["total"], 1);
+
+    // read_seq sent backwards stays where it was.
+    let (_, r) = api
+        .post(
+            &format!("/api/v1/conversations/{conv}/read"),
+            Some(&bob.token),
+            &json!({"seq": 2}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["read_seq"], 7);
+    // Beyond last_seq it stops at last_seq.
+    let (_, r) = api
+        .post(
+            &format!("/api/v1/conversations/{conv}/read"),
+            Some(&alice.token),
+            &json!({"seq": 1000}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["read_seq"].as_i64(), r["unread"].as_i64()),
+        (Some(7), Some(0))
+    );
+
+    // History pages, newest first page, ascending inside.
+    let (s, h) = api
+        .get(
+            &format!("/api/v1/conversations/{conv}/messages?limit=3"),
+            Some(&bob.token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let seqs: Vec<i64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![5, 6, 7]);
+    assert_eq!(h["oldest_retained_seq"], 1);
+    let (_, h) = api
+        .get(
+            &format!("/api/v1/conversations/{conv}/messages?limit=3&before_seq=5"),
+            Some(&bob.token),
+        )
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![2, 3, 4]);
+
+    // Sync with a limit smaller than the backlog: every message once, in order.
+    let mut cursors = BTreeMap::new();
+    let got = api.sync_all(&bob.token, &mut cursors, 2).await.unwrap();
+    let seqs: Vec<i64> = got.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    assert_eq!(cursors.get(&conv), Some(&7));
+    // From the new cursors, nothing more.
+    let again = api.sync_all(&bob.token, &mut cursors, 2).await.unwrap();
+    assert!(again.is_empty());
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn groups_and_unread_arithmetic() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let a = user(&api, "anna").await;
+    let b = user(&api, "bert").await;
+    let c = user(&api, "cleo").await;
+    let g = api
+        .group(&a.token, "team", &[b.id, c.id, b.id])
+        .await
+        .unwrap();
+    let d = api.direct(&b.token, c.id).await.unwrap();
+    api.send(&a.token, g, "a1", "x").await.unwrap();
+    api.send(&a.token, g, "a2", "x").await.unwrap();
+    api.send(&b.token, g, "b1", "x").await.unwrap();
+    api.send(&b.token, d, "b2", "x").await.unwrap();
+    let (_, u) = api.get("/api/v1/unread", Some(&c.token)).await.unwrap();
+    assert_eq!(
+        u,
+        json!({"total": 4, "conversations": {g.to_string(): 3, d.to_string(): 1}})
+    );
+    let (_, u) = api.get("/api/v1/unread", Some(&a.token)).await.unwrap();
+    assert_eq!(u, json!({"total": 1, "conversations": {g.to_string(): 1}}));
+    let (_, u) = api.get("/api/v1/unread", Some(&b.token)).await.unwrap();
+    assert_eq!(u["total"], 0);
+    let (_, list) = api
+        .get("/api/v1/conversations", Some(&c.token))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![d, g], "newest activity first");
+    let (_, page) = api
+        .get(
+            &format!("/api/v1/conversations?limit=1&before={d}"),
+            Some(&c.token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page["conversations"][0]["id"], g);
+    assert_eq!(
+        page["conversations"][0]["members"],
+        json!([a.id, b.id, c.id])
+    );
+    // Unknown members are refused and nothing is created.
+    let (s, bd) = api
+        .post(
+            "/api/v1/conversations",
+            Some(&a.token),
+            &json!({"kind": "group", "title": "x", "members": [987654]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, code(&bd)), (404, "not_found"));
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let (db, node) = node_with(&[
+        ("CHAT__LIMITS__MAX_BODY_BYTES", "4096"),
+        ("CHAT__LIMITS__MAX_MESSAGE_BYTES", "1000"),
+    ])
+    .await;
+    let api = node.api();
+    let a = user(&api, "amy").await;
+    let b = user(&api, "ben").await;
+    let outsider = user(&api, "out").await;
+    let conv = api.direct(&a.token, b.id).await.unwrap();
+    api.send(&a.token, conv, "ok-1", "fine").await.unwrap();
+    let path = format!("/api/v1/conversations/{conv}/messages");
+
+    let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
+        (
+            "malformed json",
+            b"{\"cid\": ".to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
+            "wrong types",
+            br#"{"cid": 5, "body": ["x"]}"#.to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
+            "missing field",
+            br#"{"cid": "x1"}"#.to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
+            "bad tier",
+            br#"{"cid": "x1", "body": "b", "tier": "gold"}"#.to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
+            "bad cid",
+            br#"{"cid": "has space", "body": "b"}"#.to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
+            "empty body",
+            br#"{"cid": "x2", "body": ""}"#.to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
+            "reply_to unknown",
+            br#"{"cid": "x3", "body": "b", "reply_to": 99}"#.to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
+            "not json",
+            b"hello".to_vec(),
+            "text/plain",
+            400,
+            "bad_request",
+        ),
+        (
+            "oversized request",
+            format!(r#"{{"cid": "x4", "body": "{}"}}"#, "y".repeat(8000)).into_bytes(),
+            "application/json",
+            413,
+            "too_large",
+        ),
+        (
+            "oversized message",
+            format!(r#"{{"cid": "x5", "body": "{}"}}"#, "y".repeat(2000)).into_bytes(),
+            "application/json",
+            413,
+            "too_large",
+        ),
+    ];
+    for (what, body, ct, status, want) in cases {
+        let (s, b) = api.post_raw(&path, Some(&a.token), ct, body).await.unwrap();
+        assert_eq!((s, code(&b)), (status, want), "{what}: {b}");
+        assert!(b["error"]["message"].is_string(), "{what}");
+    }
+
+    // Unknown conversation, another user's conversation.
+    let (s, b) = api.send(&a.token, 999_999, "u1", "x").await.unwrap();
+    assert_eq!((s, code(&b)), (404, "not_found"));
+    let (s, b) = api.send(&outsider.token, conv, "o1", "x").await.unwrap();
+    assert_eq!((s, code(&b)), (403, "not_member"));
+    let (s, b) = api.get(&path, Some(&outsider.token)).await.unwrap();
+    assert_eq!((s, code(&b)), (403, "not_member"));
+    let (s, b) = api
+        .post(
+            &format!("/api/v1/conversations/{conv}/read"),
+            Some(&outsider.token),
+            &json!({"seq": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (403, "not_member"));
+    let (s, b) = api
+        .get("/api/v1/conversations/999999/messages", Some(&a.token))
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (404, "not_found"));
+    // Bad query and path values.
+    for p in [
+        format!("{path}?limit=0"),
+        format!("{path}?limit=abc"),
+        format!("{path}?before_seq=-1"),
+        "/api/v1/conversations/abc/messages".into(),
+    ] {
+        let (s, b) = api.get(&p, Some(&a.token)).await.unwrap();
+        assert_eq!((s, code(&b)), (400, "bad_request"), "{p}");
+    }
+    let (s, b) = api
+        .post(
+            "/api/v1/sync",
+            Some(&a.token),
+            &json!({"cursors": {"abc": 1}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (400, "bad_request"));
+    let (s, b) = api
+        .post(
+            "/api/v1/conversations",
+            Some(&a.token),
+            &json!({"kind": "direct", "peer": a.id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (400, "bad_request"));
+    let (s, b) = api
+        .get("/api/v1/nothing-here", Some(&a.token))
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (404, "not_found"));
+
+    // Nothing changed, and the node is still up.
+    assert_eq!(rows(&db, conv).await, 1);
+    let (s, _) = api.get("/healthz", None).await.unwrap();
+    assert_eq!(s, 200);
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+/// Two nodes on one database: their Conversation actors write the same conversation
+/// concurrently, so only the conversation row lock keeps seqs and cids unique.
+#[actix_rt::test]
+async fn concurrent_writers_on_two_nodes_keep_seq_and_cid_unique() {
+    let (db, n1) = node().await;
+    let n2 = Node::start(NodeOptions::new("node-2", &db)).await.unwrap();
+    let (api1, api2) = (n1.api(), n2.api());
+    let a = user(&api1, "writer").await;
+    let b = user(&api1, "other").await;
+    let conv = api1.direct(&a.token, b.id).await.unwrap();
+
+    // 8 tasks on each node; every cid is sent twice, once through each node.
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let api = if t % 2 == 0 {
+            api1.clone()
+        } else {
+            api2.clone()
+        };
+        let token = if t < 8 {
+            a.token.clone()
+        } else {
+            b.token.clone()
+        };
+        tasks.push(actix_rt::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..15 {
+                let cid = format!("t{}-{i}", t / 2);
+                let (s, body) = api.send(&token, conv, &cid, "x").await.unwrap();
+                assert!(s == 201 || s == 200, "{s} {body}");
+                out.push((cid, body["seq"].as_i64().unwrap()));
+            }
+            out
+        }));
+    }
+    let mut by_cid: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for t in tasks {
+        for (cid, seq) in t.await.unwrap() {
+            by_cid.entry(cid).or_default().insert(seq);
+        }
+    }
+    // Each cid got exactly one seq, and the seqs are 1..N without gaps.
+    assert!(by_cid.values().all(|s| s.len() == 1), "a cid got two seqs");
+    let seqs: BTreeSet<i64> = by_cid.values().flatten().copied().collect();
+    let n = by_cid.len() as i64;
+    assert_eq!(seqs, (1..=n).collect::<BTreeSet<_>>());
+    assert_eq!(rows(&db, conv).await, n);
+    let c = db.client().await.unwrap();
+    let dup: i64 = c
+        .query_one("SELECT count(*) FROM (SELECT seq FROM messages WHERE conv = $1 GROUP BY seq HAVING count(*) > 1) d", &[&conv])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dup, 0);
+    drop((n1, n2));
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn openapi_document_and_operations() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let (s, doc) = api.get("/api/v1/openapi.json", None).await.unwrap();
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/api/v1/auth/register",
+        "/api/v1/conversations/{id}/messages",
+        "/api/v1/sync",
+        "/api/v1/broadcasts",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} documented");
+    }
+    let (s, r) = api.get("/readyz", None).await.unwrap();
+    assert_eq!((s, r["status"].as_str()), (200, Some("ready")));
+    let (s, m) = api.get("/metrics", None).await.unwrap();
+    assert_eq!(s, 200);
+    let _ = m;
+    drop(node);
+    db.drop_now().await.unwrap();
+}
