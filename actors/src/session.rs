@@ -61,15 +61,16 @@ pub async fn writer(
     mut rx: mpsc::Receiver<Outbound>,
     mut kill: oneshot::Receiver<CloseReason>,
 ) {
+    // The kill switch stays armed until it fires or its sender is dropped (the actor
+    // stopped normally); after that the queue is drained in order, close included.
+    let mut armed = true;
     loop {
         let next = tokio::select! {
             biased;
-            r = &mut kill => {
-                if let Ok(r) = r {
-                    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(r))).await;
-                }
-                return;
-            }
+            r = &mut kill, if armed => match r {
+                Ok(r) => return hard_close(ws, r).await,
+                Err(_) => { armed = false; continue; }
+            },
             next = rx.recv() => next,
         };
         let Some(out) = next else {
@@ -79,14 +80,11 @@ pub async fn writer(
         let written = match out {
             Outbound::Text(t) => tokio::select! {
                 biased;
-                r = &mut kill => {
-                    rx.close();
-                    if let Ok(r) = r {
-                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(r))).await;
-                    }
-                    return;
-                }
-                w = ws.text(t) => w,
+                r = &mut kill, if armed => match r {
+                    Ok(r) => return hard_close(ws, r).await,
+                    Err(_) => { armed = false; ws.text(t).await }
+                },
+                w = ws.text(t.clone()) => w,
             },
             Outbound::Pong(p) => ws.pong(&p).await,
             Outbound::Close(r) => {
@@ -98,6 +96,11 @@ pub async fn writer(
             return;
         }
     }
+}
+
+/// Closes without writing what is queued: the client was not reading it.
+async fn hard_close(ws: actix_ws::Session, reason: CloseReason) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(reason))).await;
 }
 
 /// A token bucket: `rate` sends per second, bursts of `rate`.
