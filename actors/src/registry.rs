@@ -366,10 +366,8 @@ impl Handler<FromBus> for Registry {
                         .unwrap_or_default();
                     self.to_users(&users, &frame, None, None);
                 }
-                (Channel::Conversation(conv), event) => {
-                    if self.conv_interest.contains_key(&conv) {
-                        self.conversation(conv, ctx).do_send(Remote { event });
-                    }
+                (Channel::Conversation(conv), event) if self.conv_interest.contains_key(&conv) => {
+                    self.conversation(conv, ctx).do_send(Remote { event });
                 }
                 (
                     Channel::User(_),

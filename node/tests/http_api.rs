@@ -1,4 +1,5 @@
 //! The HTTP API of one node against a real Postgres, through a real node process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
 mod common;
 use base64::Engine;

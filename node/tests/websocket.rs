@@ -1,4 +1,5 @@
 //! The WebSocket protocol of one node: real node process, real clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
 mod common;
 use common::*;

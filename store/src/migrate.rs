@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 refinery::embed_migrations!("../sql");
 
 /// Advisory lock key held while migrating, so nodes starting together take turns.
-const MIGRATION_LOCK: i64 = 0x6368_6174_6d69_67; // "chatmig"
+const MIGRATION_LOCK: i64 = 0x0063_6861_746d_6967; // "chatmig"
 
 /// Applies every migration not yet recorded in `refinery_schema_history`. A second
 /// run applies nothing. Nodes that start at once serialise on an advisory lock.

@@ -152,7 +152,7 @@ impl Audience {
             return Ok(a);
         }
         let parts: Vec<&str> = path.split('/').collect();
-        if parts.len() % 2 != 0 {
+        if !parts.len().is_multiple_of(2) {
             return Err(AudienceError::OddPath);
         }
         for pair in parts.chunks(2) {

@@ -1,7 +1,7 @@
 //! Shared set-up of the node's integration tests: a fresh database and a real node
 //! process per test.
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 pub use chat_testkit::process::{SERVICE_KEY, TEST_SECRET};
 pub use chat_testkit::{Api, Incoming, Node, NodeOptions, TestDb, WsClient};
