@@ -211,6 +211,10 @@ pub async fn run(settings: Settings) -> Result<(), NodeError> {
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
+        // Keep answering 503 on /readyz a moment, so the load balancer's health check
+        // sees the drain before the port goes away.
+        let linger = (drain_timeout / 4).min(Duration::from_secs(1));
+        tokio::time::sleep(linger.min(deadline.saturating_duration_since(Instant::now()))).await;
         tracing::info!("drain: stopping the HTTP server");
         handle.stop(true).await;
     });
