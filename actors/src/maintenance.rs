@@ -1,29 +1,120 @@
-//! Partition upkeep, run by whichever node holds a Postgres advisory lock.
+//! Retention upkeep: creates message partitions ahead of time and drops the ones whose
+//! messages have all expired. Exactly one node does it at a time: whichever holds a
+//! session-level Postgres advisory lock on its own connection. When that node dies,
+//! Postgres ends its session, the lock is free, and the next node to try takes over.
 
-use chat_store::Store;
+use chat_store::Retention;
 use std::time::Duration;
+use tokio_postgres::NoTls;
 
 /// What upkeep needs to know.
 #[derive(Debug, Clone)]
 pub struct UpkeepConfig {
+    pub node: String,
+    pub database_url: String,
     pub interval: Duration,
     pub partition_width: Duration,
+    pub retention: Retention,
 }
 
-/// How many partition ranges are kept created ahead of now.
-pub const PARTITIONS_AHEAD: u32 = 3;
+/// Advisory lock key of the upkeep leader.
+pub const UPKEEP_LOCK: i64 = 0x0063_6861_7475_706b; // "chatupk"
 
-/// Runs upkeep forever on the current runtime: every `interval`, create partitions
-/// ahead. (The advisory-lock leader and partition drops come with retention.)
-pub async fn run(store: Store, cfg: UpkeepConfig) {
+/// How many partition ranges to keep created ahead of now: enough to cover two upkeep
+/// intervals, and at least three.
+pub fn partitions_ahead(width: Duration, interval: Duration) -> u32 {
+    let w = width.as_secs_f64().max(1.0);
+    ((2.0 * interval.as_secs_f64() / w).ceil() as u32 + 1).max(3)
+}
+
+/// Runs forever on the current runtime.
+pub async fn run(store: chat_store::Store, cfg: UpkeepConfig) {
     let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lock_conn: Option<tokio_postgres::Client> = None;
     loop {
         tick.tick().await;
-        if let Err(e) = store
-            .ensure_partitions(chrono::Utc::now(), cfg.partition_width, PARTITIONS_AHEAD)
-            .await
-        {
-            tracing::warn!(error = %e, "partition upkeep failed");
+        if lock_conn.as_ref().is_some_and(|c| c.is_closed()) {
+            lock_conn = None;
+            metrics::gauge!("chat_upkeep_leader").set(0.0);
+            tracing::warn!("upkeep leadership lost with its connection");
         }
+        if lock_conn.is_none() {
+            lock_conn = try_lead(&cfg).await;
+            if lock_conn.is_some() {
+                metrics::gauge!("chat_upkeep_leader").set(1.0);
+                tracing::info!(node = %cfg.node, "this node now runs retention upkeep");
+            }
+        }
+        if lock_conn.is_none() {
+            continue;
+        }
+        upkeep(&store, &cfg).await;
+    }
+}
+
+/// Connects and tries the lock; the connection (and so the lock) is kept while leading.
+async fn try_lead(cfg: &UpkeepConfig) -> Option<tokio_postgres::Client> {
+    let mut pg: tokio_postgres::Config = cfg.database_url.parse().ok()?;
+    pg.application_name(&format!("chat-upkeep:{}", cfg.node));
+    pg.connect_timeout(Duration::from_secs(5));
+    let (client, conn) = match pg.connect(NoTls).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "upkeep cannot reach postgres");
+            return None;
+        }
+    };
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&UPKEEP_LOCK])
+        .await
+        .ok()?;
+    row.try_get::<_, bool>(0).ok()?.then_some(client)
+}
+
+async fn upkeep(store: &chat_store::Store, cfg: &UpkeepConfig) {
+    let now = chrono::Utc::now();
+    let ahead = partitions_ahead(cfg.partition_width, cfg.interval);
+    if let Err(e) = store
+        .ensure_partitions(now, cfg.partition_width, ahead)
+        .await
+    {
+        tracing::warn!(error = %e, "creating partitions failed");
+    }
+    let tiers = [
+        ("normal", Some(cfg.retention.normal)),
+        ("important", cfg.retention.important),
+    ];
+    for (tier, ttl) in tiers {
+        let Some(ttl) = ttl else { continue };
+        match store.drop_expired_partitions(tier, ttl, now).await {
+            Ok(dropped) => {
+                for d in dropped {
+                    metrics::counter!("chat_partitions_dropped_total", "tier" => tier).increment(1);
+                    metrics::histogram!("chat_partition_drop_seconds").record(d.took.as_secs_f64());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, tier, "dropping expired partitions failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ahead_covers_two_intervals() {
+        assert_eq!(
+            partitions_ahead(Duration::from_secs(86_400), Duration::from_secs(3600)),
+            3
+        );
+        assert_eq!(
+            partitions_ahead(Duration::from_secs(1), Duration::from_secs(2)),
+            5
+        );
     }
 }

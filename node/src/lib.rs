@@ -14,7 +14,7 @@ use crate::config::{BusKind, LogFormat, Settings};
 use crate::state::AppState;
 use actix::{Actor, Arbiter};
 use actix_web::{web, App, HttpServer};
-use chat_actors::maintenance::{self, UpkeepConfig, PARTITIONS_AHEAD};
+use chat_actors::maintenance::{self, partitions_ahead, UpkeepConfig};
 use chat_actors::messages::{Drain, FromBus, OpenSessions};
 use chat_actors::registry::Registry;
 use chat_actors::session::close;
@@ -98,7 +98,10 @@ pub async fn run(settings: Settings) -> Result<(), NodeError> {
         .ensure_partitions(
             chrono::Utc::now(),
             settings.retention.partition_interval,
-            PARTITIONS_AHEAD,
+            partitions_ahead(
+                settings.retention.partition_interval,
+                settings.retention.upkeep_interval,
+            ),
         )
         .await?;
     tracing::info!(applied, node = %settings.node.id, "database ready");
@@ -135,8 +138,11 @@ pub async fn run(settings: Settings) -> Result<(), NodeError> {
     actix_web::rt::spawn(maintenance::run(
         store.clone(),
         UpkeepConfig {
+            node: settings.node.id.clone(),
+            database_url: settings.database.url.clone(),
             interval: settings.retention.upkeep_interval,
             partition_width: settings.retention.partition_interval,
+            retention: store.retention(),
         },
     ));
     {

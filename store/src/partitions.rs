@@ -14,9 +14,25 @@ pub fn range_start(t: DateTime<Utc>, width: Duration) -> i64 {
     t.timestamp().div_euclid(w) * w
 }
 
-/// The name of a tier's partition starting at `start` (unix seconds).
-pub fn partition_name(tier: &str, start: i64) -> String {
-    format!("messages_{tier}_p{start}")
+/// The name of a tier's partition covering `[start, end)` (unix seconds). Both bounds
+/// are in the name, so upkeep knows when a partition has wholly expired without
+/// parsing the catalog's bound expressions.
+pub fn partition_name(tier: &str, start: i64, end: i64) -> String {
+    format!("messages_{tier}_p{start}_{end}")
+}
+
+/// The `[start, end)` bounds of one of our partition names.
+pub fn parse_partition_name(tier: &str, name: &str) -> Option<(i64, i64)> {
+    let rest = name.strip_prefix(&format!("messages_{tier}_p"))?;
+    let (start, end) = rest.split_once('_')?;
+    Some((start.parse().ok()?, end.parse().ok()?))
+}
+
+/// A partition dropped by upkeep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub name: String,
+    pub took: Duration,
 }
 
 impl Store {
@@ -35,7 +51,7 @@ impl Store {
         for tier in TIERS {
             for i in 0..=i64::from(ahead) {
                 let start = first + i * w;
-                let name = partition_name(tier, start);
+                let name = partition_name(tier, start, start + w);
                 let exists = client
                     .query_opt("SELECT 1 FROM pg_class WHERE relname = $1", &[&name])
                     .await?
@@ -44,9 +60,13 @@ impl Store {
                     continue;
                 }
                 // Names and bounds are built from integers only: nothing from input.
+                // Creating a partition locks the parent exclusively for a moment; a
+                // short lock_timeout keeps writers from queueing behind a wait for it.
                 let sql = format!(
-                    "CREATE TABLE IF NOT EXISTS {name} PARTITION OF messages_{tier} \
-                     FOR VALUES FROM (to_timestamp({start})) TO (to_timestamp({end}))",
+                    "SET lock_timeout = '100ms'; \
+                     CREATE TABLE IF NOT EXISTS {name} PARTITION OF messages_{tier} \
+                     FOR VALUES FROM (to_timestamp({start})) TO (to_timestamp({end})); \
+                     RESET lock_timeout",
                     end = start + w
                 );
                 match client.batch_execute(&sql).await {
@@ -54,11 +74,86 @@ impl Store {
                     // Another node created it (or rows for the range sit in the default
                     // partition): not fatal, the default partition keeps them.
                     Err(e) => {
+                        let _ = client.batch_execute("RESET lock_timeout").await;
                         tracing::warn!(partition = %name, error = %e, "partition not created")
                     }
                 }
             }
         }
         Ok(created)
+    }
+
+    /// Drops every range partition of `tier` whose rows have all expired: its upper
+    /// bound is at or before `now - ttl`. A drop needs an exclusive lock on the tier's
+    /// parent table for a moment. While it waits for that lock, every writer queues
+    /// behind it, so the wait is cut short (`lock_timeout` 100 ms) and the drop is
+    /// retried at the next upkeep instead.
+    pub async fn drop_expired_partitions(
+        &self,
+        tier: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Dropped>, StoreError> {
+        let cutoff = now.timestamp() - ttl.as_secs() as i64;
+        let client = self.pool().get().await?;
+        let rows = client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i
+                   JOIN pg_class c ON c.oid = i.inhrelid
+                   JOIN pg_class p ON p.oid = i.inhparent
+                  WHERE p.relname = $1",
+                &[&format!("messages_{tier}")],
+            )
+            .await?;
+        let mut dropped = Vec::new();
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            let Some((_, end)) = parse_partition_name(tier, &name) else {
+                continue;
+            };
+            if end > cutoff {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            // The name was parsed back into integers above: nothing from input.
+            let sql = format!(
+                "SET lock_timeout = '100ms'; DROP TABLE IF EXISTS {name}; RESET lock_timeout"
+            );
+            match client.batch_execute(&sql).await {
+                Ok(()) => {
+                    let took = started.elapsed();
+                    tracing::info!(partition = %name, took_ms = took.as_millis() as u64, "expired partition dropped");
+                    dropped.push(Dropped { name, took });
+                }
+                Err(e) => {
+                    let _ = client.batch_execute("RESET lock_timeout").await;
+                    tracing::warn!(partition = %name, error = %e, "expired partition not dropped yet");
+                }
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let n = partition_name("normal", 100, 200);
+        assert_eq!(n, "messages_normal_p100_200");
+        assert_eq!(parse_partition_name("normal", &n), Some((100, 200)));
+        assert_eq!(parse_partition_name("important", &n), None);
+        assert_eq!(
+            parse_partition_name("normal", "messages_normal_default"),
+            None
+        );
+    }
+
+    #[test]
+    fn ranges_align() {
+        let t = DateTime::from_timestamp(1_000_005, 0).unwrap_or_default();
+        assert_eq!(range_start(t, Duration::from_secs(10)), 1_000_000);
     }
 }
