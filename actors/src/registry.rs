@@ -40,6 +40,8 @@ pub struct Registry {
     /// Online users per conversation / audience: the bus interest.
     conv_interest: HashMap<ConvId, usize>,
     audience_users: HashMap<String, HashSet<UserId>>,
+    /// Online users with 1, 2, 3 and 4+ sessions here (a metric).
+    by_sessions: [u64; 4],
     draining: bool,
 }
 
@@ -62,6 +64,7 @@ impl Registry {
             conversations: HashMap::new(),
             conv_interest: HashMap::new(),
             audience_users: HashMap::new(),
+            by_sessions: [0; 4],
             draining: false,
         }
     }
@@ -160,6 +163,20 @@ impl Registry {
     fn update_gauges(&self) {
         metrics::gauge!("chat_open_connections").set(self.session_count() as f64);
         metrics::gauge!("chat_online_users").set(self.users.len() as f64);
+        for (i, label) in ["1", "2", "3", "4+"].iter().enumerate() {
+            metrics::gauge!("chat_users_by_sessions", "sessions" => *label)
+                .set(self.by_sessions[i] as f64);
+        }
+    }
+
+    /// Moves a user between the session-count buckets (0 = not online).
+    fn count_sessions(&mut self, before: usize, after: usize) {
+        if before > 0 {
+            self.by_sessions[before.min(4) - 1] -= 1;
+        }
+        if after > 0 {
+            self.by_sessions[after.min(4) - 1] += 1;
+        }
     }
 }
 
@@ -208,8 +225,13 @@ impl Handler<Attach> for Registry {
             online.conversations = msg.conversations.into_iter().collect();
             online.audiences = msg.audiences;
         }
-        if let Some(online) = self.users.get_mut(&msg.user) {
+        let counts = self.users.get_mut(&msg.user).map(|online| {
+            let before = online.sessions.len();
             online.sessions.insert(msg.id, msg.addr);
+            (before, online.sessions.len())
+        });
+        if let Some((before, after)) = counts {
+            self.count_sessions(before, after);
         }
         self.update_gauges();
     }
@@ -225,11 +247,17 @@ impl Handler<Detach> for Registry {
             }
             return;
         };
+        let before = online.sessions.len();
         if online.sessions.remove(&msg.id).is_none() {
             if let Some(n) = self.admitted.get_mut(&msg.user) {
                 *n = n.saturating_sub(1);
             }
         }
+        let after = online.sessions.len();
+        self.count_sessions(before, after);
+        let Some(online) = self.users.get_mut(&msg.user) else {
+            return;
+        };
         if online.sessions.is_empty() {
             if let Some(online) = self.users.remove(&msg.user) {
                 self.bus.unsubscribe(&Channel::User(msg.user));

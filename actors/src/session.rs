@@ -220,6 +220,11 @@ impl Session {
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        // Checked on every frame, not only by the timer: a frame never acts on an
+        // expired token.
+        if Instant::now() >= self.token_expires {
+            return self.close(close::POLICY, "token expired", ctx);
+        }
         let frame = match ClientFrame::parse(text) {
             Ok(f) => f,
             Err(e) => {

@@ -156,12 +156,19 @@ async fn http(seconds: u64) -> Result<()> {
     assert_status(s)?;
     let t = Instant::now();
     for i in 0..1000 {
-        let (s, _) = api.send(&ta, conv, &format!("seq-{i}"), "sequential").await?;
+        let (s, _) = api
+            .send(&ta, conv, &format!("seq-{i}"), "sequential")
+            .await?;
         assert_status(s)?;
     }
     let all = t.elapsed();
-    println!("http: one send {:.2} ms; 1,000 sequential sends {:.2} s ({:.2} ms each, {:.0}/s)",
-        one.as_secs_f64() * 1e3, all.as_secs_f64(), all.as_secs_f64(), 1000.0 / all.as_secs_f64());
+    println!(
+        "http: one send {:.2} ms; 1,000 sequential sends {:.2} s ({:.2} ms each, {:.0}/s)",
+        one.as_secs_f64() * 1e3,
+        all.as_secs_f64(),
+        all.as_secs_f64(),
+        1000.0 / all.as_secs_f64()
+    );
     drop(node);
     db.drop_now().await
 }
@@ -186,7 +193,11 @@ async fn throughput(seconds: u64) -> Result<()> {
         let rate = run_senders(&node, &senders, seconds).await?;
         let after = histogram(&api, "chat_group_commit_batch_size").await;
         let batches = after.1 - before.1;
-        let avg = if batches > 0.0 { (after.0 - before.0) / batches } else { 0.0 };
+        let avg = if batches > 0.0 {
+            (after.0 - before.0) / batches
+        } else {
+            0.0
+        };
         println!("throughput: {n:>4} senders, 1 conversation: {rate:>8.0} acked sends/s, mean group-commit batch {avg:.1}");
     }
     // 1,000 senders across 1,000 conversations (each with its neighbour).
@@ -199,7 +210,11 @@ async fn throughput(seconds: u64) -> Result<()> {
     let rate = run_senders(&node, &senders, seconds).await?;
     let after = histogram(&api, "chat_group_commit_batch_size").await;
     let batches = after.1 - before.1;
-    let avg = if batches > 0.0 { (after.0 - before.0) / batches } else { 0.0 };
+    let avg = if batches > 0.0 {
+        (after.0 - before.0) / batches
+    } else {
+        0.0
+    };
     println!("throughput: 1000 senders, 1000 conversations: {rate:>8.0} acked sends/s, mean group-commit batch {avg:.1}");
     drop(node);
     db.drop_now().await
@@ -208,8 +223,14 @@ async fn throughput(seconds: u64) -> Result<()> {
 async fn latency(seconds: u64) -> Result<()> {
     let db = TestDb::create().await?;
     let redis = RedisServer::start().await?;
-    let a = Node::start(bench_env(NodeOptions::new("bench-a", &db).redis(&redis.url()))).await?;
-    let b = Node::start(bench_env(NodeOptions::new("bench-b", &db).redis(&redis.url()))).await?;
+    let a = Node::start(bench_env(
+        NodeOptions::new("bench-a", &db).redis(&redis.url()),
+    ))
+    .await?;
+    let b = Node::start(bench_env(
+        NodeOptions::new("bench-b", &db).redis(&redis.url()),
+    ))
+    .await?;
     let users = bulk_users(&db, "lat", 22, "1").await?;
     let conv = bulk_group(&db, &users).await?;
     for (label, senders, per_sender_rate) in [("light", 1usize, 50u64), ("heavy", 20, 100)] {
@@ -268,8 +289,14 @@ async fn latency(seconds: u64) -> Result<()> {
 async fn broadcast() -> Result<()> {
     let db = TestDb::create().await?;
     let redis = RedisServer::start().await?;
-    let a = Node::start(bench_env(NodeOptions::new("bench-a", &db).redis(&redis.url()))).await?;
-    let b = Node::start(bench_env(NodeOptions::new("bench-b", &db).redis(&redis.url()))).await?;
+    let a = Node::start(bench_env(
+        NodeOptions::new("bench-a", &db).redis(&redis.url()),
+    ))
+    .await?;
+    let b = Node::start(bench_env(
+        NodeOptions::new("bench-b", &db).redis(&redis.url()),
+    ))
+    .await?;
     let online = bulk_users(&db, "on", 1000, "1").await?;
     bulk_users(&db, "off", 99_000, "1").await?;
     let mut clients = Vec::new();
@@ -281,7 +308,10 @@ async fn broadcast() -> Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = db.client().await?;
-    let rows_before: i64 = c.query_one("SELECT count(*) FROM messages", &[]).await?.get(0);
+    let rows_before: i64 = c
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await?
+        .get(0);
     let done = Rc::new(RefCell::new(Vec::new()));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -314,9 +344,16 @@ async fn broadcast() -> Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    let rows_after: i64 = c.query_one("SELECT count(*) FROM messages", &[]).await?.get(0);
+    let rows_after: i64 = c
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await?
+        .get(0);
     let got = done.borrow();
-    let last = got.iter().max().map(|t| t.duration_since(started)).unwrap_or_default();
+    let last = got
+        .iter()
+        .max()
+        .map(|t| t.duration_since(started))
+        .unwrap_or_default();
     println!(
         "broadcast: audience of 100,000; rows written {}; POST answered in {:.1} ms; {}/1000 online members on 2 nodes had it after {:.1} ms ({body})",
         rows_after - rows_before, answered.as_secs_f64() * 1e3, got.len(), last.as_secs_f64() * 1e3,
@@ -348,7 +385,9 @@ async fn drop_partition() -> Result<()> {
     // Attach only now (fast: the rows are checked against the bound once), so upkeep
     // sees it and drops it at its next round while the sender is busy.
     let mut sender = Chatter::new(users[0], token(users[0]));
-    sender.connect(&format!("ws://127.0.0.1:{}", node.port)).await?;
+    sender
+        .connect(&format!("ws://127.0.0.1:{}", node.port))
+        .await?;
     let mut lat = Vec::new();
     let attach = format!(
         "ALTER TABLE messages_normal ATTACH PARTITION {name} FOR VALUES FROM (to_timestamp({start})) TO (to_timestamp({end}))"
@@ -366,7 +405,10 @@ async fn drop_partition() -> Result<()> {
         }
         lat.push(t.elapsed().as_micros() as u64);
         if dropped_at.is_none() {
-            let gone: bool = c.query_one("SELECT to_regclass($1) IS NULL", &[&name]).await?.get(0);
+            let gone: bool = c
+                .query_one("SELECT to_regclass($1) IS NULL", &[&name])
+                .await?
+                .get(0);
             if gone {
                 dropped_at = Some(attached.elapsed());
             }
@@ -391,7 +433,8 @@ async fn drop_partition() -> Result<()> {
 fn main() {
     let args = Args::parse();
     if std::env::var_os("CHAT_NODE_BIN").is_none() {
-        let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/chat-node");
+        let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/release/chat-node");
         std::env::set_var("CHAT_NODE_BIN", bin);
     }
     let result: Result<()> = actix_rt::System::new().block_on(async move {
