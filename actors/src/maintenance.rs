@@ -56,7 +56,7 @@ pub async fn run(store: chat_store::Store, cfg: UpkeepConfig) {
 /// Connects and tries the lock; the connection (and so the lock) is kept while leading.
 async fn try_lead(cfg: &UpkeepConfig) -> Option<tokio_postgres::Client> {
     let mut pg: tokio_postgres::Config = cfg.database_url.parse().ok()?;
-    pg.application_name(&format!("chat-upkeep:{}", cfg.node));
+    pg.application_name(format!("chat-upkeep:{}", cfg.node));
     pg.connect_timeout(Duration::from_secs(5));
     let (client, conn) = match pg.connect(NoTls).await {
         Ok(c) => c,
