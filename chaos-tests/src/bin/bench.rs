@@ -242,8 +242,8 @@ async fn latency(seconds: u64) -> Result<()> {
         cross.pump(Duration::from_millis(300)).await?;
         let until = Instant::now() + Duration::from_secs(seconds);
         let mut tasks = Vec::new();
-        for s in 0..senders {
-            let mut c = Chatter::new(users[s], token(users[s]));
+        for (s, user) in users.iter().copied().enumerate().take(senders) {
+            let mut c = Chatter::new(user, token(user));
             c.connect(&format!("ws://127.0.0.1:{}", a.port)).await?;
             tasks.push(actix_rt::spawn(async move {
                 let gap = Duration::from_micros(1_000_000 / per_sender_rate);
