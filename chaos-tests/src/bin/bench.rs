@@ -348,7 +348,7 @@ async fn broadcast() -> Result<()> {
         .query_one("SELECT count(*) FROM messages", &[])
         .await?
         .get(0);
-    let got = done.borrow();
+    let got: Vec<Instant> = done.borrow().clone();
     let last = got
         .iter()
         .max()
