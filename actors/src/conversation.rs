@@ -100,9 +100,16 @@ impl Conversation {
             })
         }
         .into_actor(self)
-        .map(|res: Result<Loaded, ChatError>, act, _ctx| {
+        .map(|res: Result<Loaded, ChatError>, act, ctx| {
             if let Err(e) = &res {
+                // Whatever waits gets the error; then the actor leaves, so the next
+                // request loads afresh (the conversation may exist by then, or
+                // Postgres be back).
                 tracing::debug!(conv = %act.id, error = %e, "conversation not loaded");
+                act.registry.do_send(ConversationIdle {
+                    conv: act.id,
+                    addr: ctx.address(),
+                });
             }
             act.loaded = res;
         })

@@ -385,14 +385,15 @@ impl Handler<FromBus> for Registry {
     fn handle(&mut self, msg: FromBus, ctx: &mut Self::Context) {
         match msg.0 {
             BusNotice::Event { channel, event } => match (channel, event) {
-                (Channel::Audience(audience), Event::Message { message }) => {
-                    let frame = ServerFrame::Msg(message).to_text().into();
-                    let users: Vec<UserId> = self
-                        .audience_users
-                        .get(&audience)
-                        .map(|s| s.iter().copied().collect())
-                        .unwrap_or_default();
-                    self.to_users(&users, &frame, None, None);
+                (Channel::Audience(audience), event @ Event::Message { .. })
+                    if self.audience_users.contains_key(&audience) =>
+                {
+                    // Through the broadcast conversation's actor, like any conversation,
+                    // so pushes stay in seq order and gaps are filled once.
+                    if let Event::Message { message } = &event {
+                        let conv = message.conv;
+                        self.conversation(conv, ctx).do_send(Remote { event });
+                    }
                 }
                 (Channel::Conversation(conv), event) if self.conv_interest.contains_key(&conv) => {
                     self.conversation(conv, ctx).do_send(Remote { event });

@@ -150,6 +150,8 @@ pub struct Session {
     bucket: Bucket,
     in_flight: usize,
     closing: Option<(u16, &'static str)>,
+    /// Request frames refused in a row by the rate limit.
+    limited_streak: u32,
 }
 
 /// Everything a session starts with.
@@ -182,12 +184,17 @@ impl Session {
             token_expires: p.token_expires,
             in_flight: 0,
             closing: None,
+            limited_streak: 0,
         }
     }
 
     /// Queues a frame; a full queue means the client is not reading: close it (4001).
     fn write(&mut self, frame: ByteString, ctx: &mut Context<Self>) {
-        match self.out.try_send(Outbound::Text(frame)) {
+        self.enqueue(Outbound::Text(frame), ctx);
+    }
+
+    fn enqueue(&mut self, out: Outbound, ctx: &mut Context<Self>) {
+        match self.out.try_send(out) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("chat_slow_consumer_closes_total").increment(1);
@@ -213,10 +220,36 @@ impl Session {
         );
     }
 
-    /// Closes in order: frames queued before the close are written first.
+    /// Closes in order: frames queued before the close are written first. With the
+    /// queue full, the close skips the queue so its code still reaches the client.
     fn close(&mut self, code: u16, why: &str, ctx: &mut Context<Self>) {
-        let _ = self.out.try_send(Outbound::Close(reason(code, why)));
+        if self
+            .out
+            .try_send(Outbound::Close(reason(code, why)))
+            .is_err()
+        {
+            if let Some(kill) = self.kill.take() {
+                let _ = kill.send(reason(code, why));
+            }
+        }
         ctx.stop();
+    }
+
+    /// Takes a token for a request frame. A client that keeps going far past the limit
+    /// is closed (1008) instead of being answered frame by frame.
+    fn admit_frame(&mut self, reference: Option<String>, ctx: &mut Context<Self>) -> bool {
+        if self.bucket.take() {
+            self.limited_streak = 0;
+            return true;
+        }
+        self.limited_streak += 1;
+        if self.limited_streak > 2 * self.cfg.sends_per_sec.max(10) {
+            self.close(close::POLICY, "rate limit abused", ctx);
+        } else {
+            let err = ChatError::new(ErrorCode::RateLimited, "too many frames; slow down");
+            self.error(&err, reference, ctx);
+        }
+        false
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -232,6 +265,16 @@ impl Session {
                 return self.error(&err, e.reference, ctx);
             }
         };
+        let reference = match &frame {
+            ClientFrame::Ping => None,
+            ClientFrame::Send { cid, .. } => Some(cid.chars().take(64).collect()),
+            ClientFrame::Read { .. } => Some("read".to_string()),
+            ClientFrame::Sync { .. } => Some("sync".to_string()),
+            ClientFrame::Typing { .. } => Some("typing".to_string()),
+        };
+        if reference.is_some() && !self.admit_frame(reference, ctx) {
+            return;
+        }
         match frame {
             ClientFrame::Ping => self.frame(&ServerFrame::Pong, ctx),
             ClientFrame::Send {
@@ -312,13 +355,6 @@ impl Session {
                     ErrorCode::TooLarge,
                     "body is larger than limits.max_message_bytes",
                 ),
-                reference,
-                ctx,
-            );
-        }
-        if !self.bucket.take() {
-            return self.error(
-                &reject(ErrorCode::RateLimited, "too many sends; slow down"),
                 reference,
                 ctx,
             );
@@ -407,14 +443,11 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
                 let err = ChatError::new(ErrorCode::BadRequest, "frames are JSON text, not binary");
                 self.error(&err, None, ctx);
             }
-            Ok(AggregatedMessage::Ping(p)) => {
-                if self.out.try_send(Outbound::Pong(p)).is_err() {
-                    ctx.stop();
-                }
-            }
+            Ok(AggregatedMessage::Ping(p)) => self.enqueue(Outbound::Pong(p), ctx),
             Ok(AggregatedMessage::Pong(_)) => {}
             Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            // Over `limits.max_frame_bytes`, in one frame or aggregated fragments.
+            // Over `limits.max_frame_bytes`, in one frame or aggregated fragments
+            // (actix-ws reports an overflow of fragments as an I/O error).
             Err(ProtocolError::Overflow) | Err(ProtocolError::Io(_)) => {
                 self.close(close::TOO_BIG, "frame too large", ctx)
             }

@@ -170,9 +170,11 @@ async fn subscriber(
         } else {
             metrics::counter!("chat_bus_reconnects_total").increment(1);
             tracing::info!(channels = names.len(), "bus reconnected and resubscribed");
-            if notices.send(BusNotice::Reconnected).is_err() {
-                return;
-            }
+        }
+        // Also on the first connect: sockets accepted while Redis was not yet reachable
+        // may have missed pushes.
+        if notices.send(BusNotice::Reconnected).is_err() {
+            return;
         }
         loop {
             tokio::select! {

@@ -25,10 +25,17 @@ pub struct Chatter {
     pub push_order: BTreeMap<i64, Vec<i64>>,
     pub cursors: BTreeMap<i64, i64>,
     pub resyncs: usize,
+    /// Sync requests sent (at connect, on gaps, on resync, while `more`).
+    pub syncs: usize,
+    /// Since when a gap has been open (a push past a seq we do not know).
+    gap_since: Option<Instant>,
     pub closes: Vec<Option<u16>>,
     /// Push latency samples: (sent-at in the body, received-at) in microseconds.
     pub latencies_us: Vec<u64>,
 }
+
+/// How long a seq gap may stay open before the client syncs.
+const GAP_WAIT: Duration = Duration::from_millis(500);
 
 fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -50,6 +57,8 @@ impl Chatter {
             push_order: BTreeMap::new(),
             cursors: BTreeMap::new(),
             resyncs: 0,
+            syncs: 0,
+            gap_since: None,
             closes: Vec::new(),
             latencies_us: Vec::new(),
         }
@@ -100,6 +109,7 @@ impl Chatter {
     }
 
     pub async fn request_sync(&mut self) -> Result<()> {
+        self.syncs += 1;
         let cursors: serde_json::Map<String, Value> = self
             .cursors
             .iter()
@@ -136,21 +146,27 @@ impl Chatter {
             Incoming::Json(v) => {
                 match v["type"].as_str().unwrap_or("") {
                     "ack" => {
-                        if let (Some(cid), Some(seq)) = (v["cid"].as_str(), v["seq"].as_i64()) {
-                            self.unacked.remove(cid);
+                        if let (Some(cid), Some(seq), Some(conv)) =
+                            (v["cid"].as_str(), v["seq"].as_i64(), v["conv"].as_i64())
+                        {
+                            let body = self.unacked.remove(cid).map(|(_, b)| b).unwrap_or_default();
                             self.acked.insert(cid.to_string(), seq);
+                            // Our own message: known without a push.
+                            let own = json!({"conv": conv, "seq": seq, "sender": self.user, "cid": cid, "body": body});
+                            self.record(&own, false);
+                            self.advance(conv);
                         }
                     }
                     "msg" => {
                         let conv = v["conv"].as_i64().unwrap_or_default();
                         let seq = v["seq"].as_i64().unwrap_or_default();
-                        let cursor = self.cursors.get(&conv).copied().unwrap_or(0);
                         self.record(&v, true);
-                        if seq == cursor + 1 {
-                            self.cursors.insert(conv, seq);
-                        } else if seq > cursor + 1 {
-                            // A gap: sync fills it (the contract's rule).
-                            self.request_sync().await?;
+                        let cursor = self.advance(conv);
+                        // A gap in what we know: sync fills it (the contract's rule). Our
+                        // own acks travel apart from pushes and may come a little later,
+                        // so a gap must stay open a moment before it counts.
+                        if seq > cursor + 1 && self.gap_since.is_none() {
+                            self.gap_since = Some(Instant::now());
                         }
                     }
                     "sync" => {
@@ -173,6 +189,18 @@ impl Chatter {
                     }
                     _ => {}
                 }
+                if let Some(since) = self.gap_since {
+                    let open = self.received.iter().any(|(conv, known)| {
+                        let cursor = self.cursors.get(conv).copied().unwrap_or(0);
+                        known.keys().next_back().is_some_and(|last| *last > cursor)
+                    });
+                    if !open {
+                        self.gap_since = None;
+                    } else if since.elapsed() > GAP_WAIT {
+                        self.gap_since = None;
+                        self.request_sync().await?;
+                    }
+                }
                 Ok(true)
             }
             Incoming::Close(code) => {
@@ -186,6 +214,16 @@ impl Chatter {
                 Ok(false)
             }
         }
+    }
+
+    /// Moves the cursor of `conv` over every seq known without a gap; returns it.
+    fn advance(&mut self, conv: i64) -> i64 {
+        let known = self.received.get(&conv);
+        let cursor = self.cursors.entry(conv).or_insert(0);
+        while known.is_some_and(|k| k.contains_key(&(*cursor + 1))) {
+            *cursor += 1;
+        }
+        *cursor
     }
 
     /// Reads frames for up to `limit`; returns false if the connection ended.
@@ -209,6 +247,31 @@ impl Chatter {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Reads until every send is acked (true), or `limit` passes or the connection
+    /// ends (false). Returns as soon as the last ack arrives.
+    pub async fn wait_acked(&mut self, limit: Duration) -> Result<bool> {
+        let deadline = Instant::now() + limit;
+        while !self.unacked.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(ws) = self.ws.as_mut() else {
+                return Ok(false);
+            };
+            if left.is_zero() {
+                return Ok(false);
+            }
+            match ws.recv(left).await {
+                Ok(item) => {
+                    if !self.handle(item).await? {
+                        return Ok(false);
+                    }
+                }
+                Err(HarnessError::Timeout(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Reads until nothing is unacked and `conv` is known up to `last_seq`, or `limit`.

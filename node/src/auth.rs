@@ -71,7 +71,14 @@ impl Tokens {
         let audience = non_empty(&settings.auth.audience);
         let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.leeway = settings.auth.leeway.as_secs();
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        if issuer.is_some() {
+            required.push("iss");
+        }
+        if audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         match &issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,

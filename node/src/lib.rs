@@ -192,6 +192,13 @@ pub async fn run(settings: Settings) -> Result<(), NodeError> {
             .configure(api::configure)
             .default_service(web::to(error::extract::not_found))
     })
+    // Small frames go out at once: without TCP_NODELAY a push written right after
+    // another waits for the client's delayed ACK (up to 40 ms on Linux).
+    .on_connect(|conn, _ext| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(settings.server.drain_timeout.as_secs().max(1))
@@ -219,7 +226,8 @@ pub async fn run(settings: Settings) -> Result<(), NodeError> {
         }
         // Keep answering 503 on /readyz a moment, so the load balancer's health check
         // sees the drain before the port goes away.
-        let linger = (drain_timeout / 4).min(Duration::from_secs(1));
+        // (HAProxy's check in config/haproxy.cfg needs two failures a second apart.)
+        let linger = (drain_timeout / 4).min(Duration::from_millis(2500));
         tokio::time::sleep(linger.min(deadline.saturating_duration_since(Instant::now()))).await;
         tracing::info!("drain: stopping the HTTP server");
         handle.stop(true).await;

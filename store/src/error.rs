@@ -4,8 +4,8 @@ use thiserror::Error;
 /// `NotFound` are the caller's fault, `Unavailable` means retry later.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    /// A unique key is taken (username, external id).
-    #[error("conflict: {0}")]
+    /// A unique key is taken: the field that collided (username, external id).
+    #[error("conflict: {0} is taken")]
     Conflict(&'static str),
     /// A row the call needs does not exist.
     #[error("not found: {0}")]
@@ -22,7 +22,11 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
             if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
-                return StoreError::Conflict("already exists");
+                return StoreError::Conflict(match db.constraint() {
+                    Some("users_username_key") => "username",
+                    Some("users_external_id_key") => "external_id",
+                    _ => "a unique value",
+                });
             }
             if db.code() == &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION {
                 return StoreError::NotFound("referenced row");

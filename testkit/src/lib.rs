@@ -14,7 +14,7 @@ pub use process::{free_port, Haproxy, Node, NodeOptions, RedisServer, TestDb};
 pub enum HarnessError {
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres: {0}: {detail}", detail = .0.as_db_error().map(|d| d.message()).unwrap_or(""))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("http: {0}")]
     Http(String),

@@ -19,7 +19,7 @@ pub struct Attributes {
 /// Longest attribute value.
 pub const MAX_ATTRIBUTE_LEN: usize = 64;
 /// Most roles or jobs one user can have.
-pub const MAX_ATTRIBUTE_VALUES: usize = 64;
+pub const MAX_ATTRIBUTE_VALUES: usize = 32;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -96,16 +96,6 @@ impl Attributes {
             for j in &self.jobs {
                 out.push(format!("org/{o}/job/{j}"));
             }
-            for r in &self.roles {
-                for j in &self.jobs {
-                    out.push(format!("org/{o}/role/{r}/job/{j}"));
-                }
-            }
-        }
-        for r in &self.roles {
-            for j in &self.jobs {
-                out.push(format!("role/{r}/job/{j}"));
-            }
         }
         out.sort();
         out.dedup();
@@ -126,6 +116,8 @@ pub enum AudienceError {
     RepeatedKey(String),
     #[error("bad audience value {0:?}")]
     BadValue(String),
+    #[error("an audience names a role or a job, not both")]
+    RoleAndJob,
 }
 
 /// A parsed broadcast audience: a conjunction of at most one org, role and job.
@@ -170,6 +162,10 @@ impl Audience {
                 return Err(AudienceError::RepeatedKey(key.into()));
             }
             *slot = Some(value.to_string());
+        }
+        if a.role.is_some() && a.job.is_some() {
+            // Keeps a user's audiences linear in roles + jobs (each is a subscription).
+            return Err(AudienceError::RoleAndJob);
         }
         Ok(a)
     }
@@ -230,6 +226,10 @@ mod tests {
         assert!(Audience::parse("org/1/org/2").is_err());
         assert!(Audience::parse("").is_err());
         assert!(Audience::parse("org/a b").is_err());
+        assert_eq!(
+            Audience::parse("role/1/job/2"),
+            Err(AudienceError::RoleAndJob)
+        );
     }
 
     #[test]
@@ -244,8 +244,7 @@ mod tests {
             "job/7",
             "org/1/role/3",
             "org/1/job/2",
-            "org/1/role/3/job/7",
-            "role/3/job/2",
+            "org/1/job/7",
         ] {
             let aud = Audience::parse(path).expect("valid path");
             assert!(aud.matches(&a), "{path} should match");

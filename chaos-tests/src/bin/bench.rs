@@ -109,12 +109,19 @@ async fn histogram(api: &Api, name: &str) -> (f64, f64) {
 async fn run_senders(node: &Node, senders: &[(i64, i64)], seconds: u64) -> Result<f64> {
     let url = format!("ws://127.0.0.1:{}", node.port);
     let total = Rc::new(RefCell::new(0u64));
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for (i, (user, conv)) in senders.iter().copied().enumerate() {
-        let (url, total) = (url.clone(), total.clone());
+    let syncs = Rc::new(RefCell::new(0usize));
+    let mut clients = Vec::new();
+    for (user, conv) in senders.iter().copied() {
         let mut c = Chatter::new(user, token(user));
         c.connect(&url).await?;
+        c.pump(Duration::from_millis(5)).await?;
+        clients.push((c, conv));
+    }
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for (i, (mut c, conv)) in clients.into_iter().enumerate() {
+        let (total, syncs) = (total.clone(), syncs.clone());
         tasks.push(actix_rt::spawn(async move {
             let mut k = 0u64;
             while Instant::now() < until {
@@ -122,22 +129,27 @@ async fn run_senders(node: &Node, senders: &[(i64, i64)], seconds: u64) -> Resul
                     return;
                 }
                 k += 1;
-                while !c.unacked.is_empty() {
-                    if !c.pump(Duration::from_millis(50)).await.unwrap_or(false) {
-                        return;
-                    }
+                if !c.wait_acked(Duration::from_secs(10)).await.unwrap_or(false) {
+                    return;
                 }
                 *total.borrow_mut() += 1;
             }
+            *syncs.borrow_mut() += c.syncs;
             c.close().await;
         }));
     }
-    let started = Instant::now();
     for t in tasks {
         let _ = t.await;
     }
     let n = *total.borrow();
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed().as_secs_f64();
+    let (sum, count) = histogram(&node.api(), "chat_store_append_seconds").await;
+    eprintln!(
+        "  ({n} acked in {elapsed:.1} s; client syncs {}; mean append so far {:.2} ms)",
+        syncs.borrow(),
+        if count > 0.0 { sum / count * 1e3 } else { 0.0 }
+    );
+    Ok(n as f64 / elapsed)
 }
 
 async fn http(seconds: u64) -> Result<()> {
@@ -375,7 +387,7 @@ async fn drop_partition() -> Result<()> {
     let start = end - 86_400;
     let name = format!("messages_normal_p{start}_{end}");
     c.batch_execute(&format!(
-        "CREATE TABLE {name} (LIKE messages_normal INCLUDING DEFAULTS);
+        "CREATE TABLE {name} (LIKE messages_normal INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
          INSERT INTO {name} (conv, seq, sender, cid, body, tier, created_at)
            SELECT 999999, g, 0, 'old-' || g, 'an expired message body of ordinary length', 'normal',
                   to_timestamp({start} + g % 86400) FROM generate_series(1, 1000000) g;
@@ -400,9 +412,7 @@ async fn drop_partition() -> Result<()> {
         let t = Instant::now();
         sender.send(conv, &format!("d{k}")).await?;
         k += 1;
-        while !sender.unacked.is_empty() {
-            sender.pump(Duration::from_millis(20)).await?;
-        }
+        sender.wait_acked(Duration::from_secs(10)).await?;
         lat.push(t.elapsed().as_micros() as u64);
         if dropped_at.is_none() {
             let gone: bool = c
@@ -416,7 +426,19 @@ async fn drop_partition() -> Result<()> {
             break;
         }
     }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (drop_sum, drop_n) = histogram(&node.api(), "chat_partition_drop_seconds").await;
+    if drop_n == 0.0 {
+        let (_, m) = node.api().get("/metrics", None).await?;
+        for l in m
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .filter(|l| l.contains("partition") || l.contains("upkeep"))
+        {
+            eprintln!("  {l}");
+        }
+    }
     println!(
         "drop: 1,000,000 expired rows dropped {} after attach, DROP took {:.1} ms; {} sends meanwhile: p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
         dropped_at.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64())),

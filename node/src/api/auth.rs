@@ -44,7 +44,8 @@ pub async fn register(
             "username must be 3..32 of [a-z0-9_.-]",
         ));
     }
-    if req.password.chars().count() < 8 || req.password.len() > MAX_PASSWORD_LEN {
+    let chars = req.password.chars().count();
+    if !(8..=MAX_PASSWORD_LEN).contains(&chars) {
         return Err(ApiError::bad_request("password must be 8..256 characters"));
     }
     let display_name = display_name(req.display_name, &req.username)?;
@@ -75,7 +76,7 @@ pub async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let req = body.into_inner();
-    if req.password.len() > MAX_PASSWORD_LEN {
+    if req.password.chars().count() > MAX_PASSWORD_LEN {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
     let found = state.store.user_auth(&req.username).await?;

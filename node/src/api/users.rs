@@ -25,7 +25,7 @@ pub async fn search(
     query: web::Query<UserSearchQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner().q;
-    if q.is_empty() || q.len() > 32 {
+    if q.is_empty() || q.chars().count() > 32 {
         return Err(ApiError::bad_request("q must be 1..32 characters"));
     }
     let users = state.store.search_users(&q, SEARCH_LIMIT).await?;
