@@ -157,20 +157,31 @@ token="$("$CHAT_VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin
 
 # Run from .run/fuzz: schemathesis and hypothesis leave .schemathesis/ and .hypothesis/
 # in the working directory.
+# Two passes: every operation with a user token, then the service calls (tag "service")
+# with the service key, so provisioning, attributes and broadcasts are fuzzed past auth.
+fuzz() {
+    local bearer=$1
+    shift
+    (
+        cd "$RUN_DIR/fuzz"
+        exec timeout "${FUZZ_TIMEOUT:-600}" "$CHAT_VENV/bin/schemathesis" run "$base/api/v1/openapi.json" \
+            --header "Authorization: Bearer $bearer" \
+            --checks not_a_server_error,response_schema_conformance \
+            --max-examples "${FUZZ_EXAMPLES:-25}" \
+            --seed "${FUZZ_SEED:-1}" \
+            --workers 2 \
+            --request-timeout 10 \
+            --generation-database none \
+            --no-color \
+            --report junit --report-dir "$RUN_DIR/fuzz/report" \
+            "$@"
+    )
+}
 fuzz_rc=0
-(
-    cd "$RUN_DIR/fuzz"
-    exec timeout "${FUZZ_TIMEOUT:-600}" "$CHAT_VENV/bin/schemathesis" run "$base/api/v1/openapi.json" \
-        --header "Authorization: Bearer $token" \
-        --checks not_a_server_error,response_schema_conformance \
-        --max-examples "${FUZZ_EXAMPLES:-25}" \
-        --seed "${FUZZ_SEED:-1}" \
-        --workers 2 \
-        --request-timeout 10 \
-        --generation-database none \
-        --no-color \
-        --report junit --report-dir "$RUN_DIR/fuzz/report"
-) || fuzz_rc=$?
+fuzz "$token" || fuzz_rc=$?
+if [[ "$fuzz_rc" == 0 ]]; then
+    fuzz fuzz-service-key --include-tag service || fuzz_rc=$?
+fi
 
 log "stopping the fuzz node"
 stop_pid "$node_pid" 20

@@ -50,6 +50,7 @@ impl From<StoreError> for ChatError {
             StoreError::NotFound(what) => {
                 ChatError::new(ErrorCode::NotFound, format!("{what} not found"))
             }
+            StoreError::Invalid(why) => ChatError::new(ErrorCode::BadRequest, why),
             StoreError::Conflict(what) => {
                 ChatError::new(ErrorCode::Conflict, format!("{what} is taken"))
             }

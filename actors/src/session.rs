@@ -342,6 +342,16 @@ impl Session {
                 ctx,
             );
         }
+        if !chat_wire::storable_text(&body) {
+            return self.error(
+                &reject(
+                    ErrorCode::BadRequest,
+                    "body must not contain NUL characters",
+                ),
+                reference,
+                ctx,
+            );
+        }
         if body.is_empty() {
             return self.error(
                 &reject(ErrorCode::BadRequest, "body must not be empty"),

@@ -77,6 +77,7 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ErrorCode::Conflict, format!("{what} is taken"))
             }
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::Invalid(why) => ApiError::bad_request(why),
             StoreError::Unavailable(_) | StoreError::Migration(_) => {
                 tracing::error!(error = %e, "store call failed");
                 ApiError::unavailable("storage is unavailable, retry later")

@@ -474,6 +474,13 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "bad_request",
         ),
         (
+            "NUL in body",
+            br#"{"cid": "x6", "body": "a\u0000b"}"#.to_vec(),
+            "application/json",
+            400,
+            "bad_request",
+        ),
+        (
             "oversized request",
             format!(r#"{{"cid": "x4", "body": "{}"}}"#, "y".repeat(8000)).into_bytes(),
             "application/json",
@@ -543,6 +550,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!((s, code(&b)), (400, "bad_request"));
+    let (s, b) = api
+        .get("/api/v1/users?q=a%00b", Some(&a.token))
+        .await
+        .unwrap();
+    assert_eq!((s, code(&b)), (400, "bad_request"), "NUL in a search");
     let (s, b) = api
         .get("/api/v1/nothing-here", Some(&a.token))
         .await

@@ -7,6 +7,10 @@ pub enum StoreError {
     /// A unique key is taken: the field that collided (username, external id).
     #[error("conflict: {0} is taken")]
     Conflict(&'static str),
+    /// Postgres refused a value as such (a character it cannot store): the caller's
+    /// input, not an outage.
+    #[error("invalid value: {0}")]
+    Invalid(&'static str),
     /// A row the call needs does not exist.
     #[error("not found: {0}")]
     NotFound(&'static str),
@@ -27,6 +31,11 @@ impl From<tokio_postgres::Error> for StoreError {
                     Some("users_external_id_key") => "external_id",
                     _ => "a unique value",
                 });
+            }
+            if db.code() == &tokio_postgres::error::SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                || db.code() == &tokio_postgres::error::SqlState::UNTRANSLATABLE_CHARACTER
+            {
+                return StoreError::Invalid("text holds a character that cannot be stored");
             }
             if db.code() == &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION {
                 return StoreError::NotFound("referenced row");

@@ -11,9 +11,12 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// 3..32 of `[a-z0-9_.-]`.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[a-z0-9_.-]+$")]
     pub username: String,
-    /// At least 8 characters.
+    /// 8..256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
+    #[schema(max_length = 64)]
     pub display_name: Option<String>,
 }
 
@@ -53,6 +56,7 @@ pub struct UserList {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 pub struct UserSearchQuery {
     /// Username prefix.
+    #[param(min_length = 1, max_length = 32)]
     pub q: String,
 }
 
@@ -63,7 +67,11 @@ pub enum CreateConversation {
     /// The one conversation between the caller and `peer` (created once).
     Direct { peer: UserId },
     /// A new group of the caller and `members`.
-    Group { title: String, members: Vec<UserId> },
+    Group {
+        #[schema(min_length = 1, max_length = 200)]
+        title: String,
+        members: Vec<UserId>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -74,6 +82,7 @@ pub struct ConversationEnvelope {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 pub struct ListQuery {
     /// At most this many conversations (1..=100, default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// The id of the last conversation of the previous page.
     pub before: Option<i64>,
@@ -89,8 +98,10 @@ pub struct ConversationList {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 pub struct HistoryQuery {
     /// Messages with a seq below this (default: the newest).
+    #[param(minimum = 1)]
     pub before_seq: Option<i64>,
     /// At most this many messages (1..=200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -106,7 +117,9 @@ pub struct History {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SendRequest {
     /// Client-chosen id, 1..64 of `[A-Za-z0-9_-]`, unique per sender.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub cid: String,
+    #[schema(min_length = 1)]
     pub body: String,
     pub tier: Option<Tier>,
     pub reply_to: Option<Seq>,
@@ -144,6 +157,7 @@ pub struct SyncRequest {
     #[serde(default)]
     pub cursors: BTreeMap<String, i64>,
     /// Messages per conversation per round (1..=500, default 100).
+    #[schema(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -168,8 +182,11 @@ pub struct SyncResponse {
 /// `POST /users` (service key): provision a user of the company's own identity system.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionUser {
+    #[schema(min_length = 1, max_length = 128)]
     pub external_id: String,
+    #[schema(min_length = 3, max_length = 32, pattern = "^[a-z0-9_.-]+$")]
     pub username: String,
+    #[schema(max_length = 64)]
     pub display_name: Option<String>,
     pub attributes: Option<Attributes>,
 }
@@ -183,9 +200,12 @@ pub struct ProvisionResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BroadcastRequest {
     /// `all`, `org/1`, `role/3`, `job/2`, `org/1/role/3`, …
+    #[schema(example = "org/1/role/3")]
     pub audience: String,
+    #[schema(min_length = 1)]
     pub body: String,
     pub tier: Option<Tier>,
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub cid: String,
 }
 

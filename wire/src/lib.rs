@@ -29,6 +29,12 @@ pub fn valid_cid(cid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Whether free text (a body, a title, a name) can be stored: Postgres text holds no
+/// NUL character.
+pub fn storable_text(text: &str) -> bool {
+    !text.contains('\0')
+}
+
 /// Whether `name` is 3..=32 characters of `[a-z0-9_.-]`.
 pub fn valid_username(name: &str) -> bool {
     (3..=32).contains(&name.len())

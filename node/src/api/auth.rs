@@ -15,9 +15,9 @@ pub const MAX_DISPLAY_NAME: usize = 64;
 
 pub(crate) fn display_name(given: Option<String>, username: &str) -> Result<String, ApiError> {
     let name = given.map(|d| d.trim().to_string()).unwrap_or_default();
-    if name.chars().count() > MAX_DISPLAY_NAME {
+    if name.chars().count() > MAX_DISPLAY_NAME || !chat_wire::storable_text(&name) {
         return Err(ApiError::bad_request(format!(
-            "display_name must be at most {MAX_DISPLAY_NAME} characters"
+            "display_name must be at most {MAX_DISPLAY_NAME} characters, without NUL"
         )));
     }
     Ok(if name.is_empty() {

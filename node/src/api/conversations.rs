@@ -14,7 +14,7 @@ use chat_wire::http::{
     ReadRequest, ReadResponse, SendRequest, SendResponse, SyncRequest, SyncResponse,
     UnreadResponse,
 };
-use chat_wire::{valid_cid, ConvId, Conversation, ErrorBody, Seq, UserId};
+use chat_wire::{storable_text, valid_cid, ConvId, Conversation, ErrorBody, Seq, UserId};
 
 /// Longest group title, in characters.
 const MAX_TITLE: usize = 200;
@@ -73,7 +73,7 @@ pub async fn create(
         }
         CreateConversation::Group { title, members } => {
             let title = title.trim().to_string();
-            if title.is_empty() || title.chars().count() > MAX_TITLE {
+            if title.is_empty() || title.chars().count() > MAX_TITLE || !storable_text(&title) {
                 return Err(ApiError::bad_request("title must be 1..200 characters"));
             }
             let mut others: Vec<UserId> = members.into_iter().filter(|m| *m != me).collect();
@@ -185,6 +185,11 @@ pub(crate) fn check_send(state: &AppState, cid: &str, body: &str) -> Result<(), 
     }
     if body.is_empty() {
         return Err(ApiError::bad_request("body must not be empty"));
+    }
+    if !storable_text(body) {
+        return Err(ApiError::bad_request(
+            "body must not contain NUL characters",
+        ));
     }
     if body.len() > state.settings.limits.max_message_bytes {
         return Err(ApiError::too_large(format!(

@@ -25,8 +25,10 @@ pub async fn search(
     query: web::Query<UserSearchQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner().q;
-    if q.is_empty() || q.chars().count() > 32 {
-        return Err(ApiError::bad_request("q must be 1..32 characters"));
+    if q.is_empty() || q.chars().count() > 32 || !chat_wire::storable_text(&q) {
+        return Err(ApiError::bad_request(
+            "q must be 1..32 characters, without NUL",
+        ));
     }
     let users = state.store.search_users(&q, SEARCH_LIMIT).await?;
     Ok(HttpResponse::Ok().json(UserList { users }))
@@ -45,8 +47,13 @@ pub async fn provision(
     body: web::Json<ProvisionUser>,
 ) -> Result<HttpResponse, ApiError> {
     let req = body.into_inner();
-    if req.external_id.is_empty() || req.external_id.len() > 128 {
-        return Err(ApiError::bad_request("external_id must be 1..128 bytes"));
+    if req.external_id.is_empty()
+        || req.external_id.len() > 128
+        || !chat_wire::storable_text(&req.external_id)
+    {
+        return Err(ApiError::bad_request(
+            "external_id must be 1..128 bytes, without NUL",
+        ));
     }
     if !valid_username(&req.username) {
         return Err(ApiError::bad_request(
