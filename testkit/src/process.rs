@@ -216,10 +216,7 @@ impl Node {
 
     /// SIGKILL, and wait for the process to be gone.
     pub async fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await?;
-        }
-        Ok(())
+        stop_child(&mut self.child).await
     }
 
     /// SIGTERM: the node drains and exits by itself.
@@ -263,6 +260,29 @@ impl Node {
     }
 }
 
+/// Waits until something listens on `port` (bounded); `what` names it in the error.
+async fn wait_port(port: u16, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(HarnessError::Timeout(format!("{what} did not start")))
+}
+
+/// Kills a child process once.
+async fn stop_child(child: &mut Option<Child>) -> Result<()> {
+    if let Some(mut c) = child.take() {
+        c.kill().await?;
+    }
+    Ok(())
+}
+
 /// A Redis server on a spare port, with no persistence; stopped when dropped.
 pub struct RedisServer {
     pub port: u16,
@@ -294,17 +314,8 @@ impl RedisServer {
             port,
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(server);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(HarnessError::Timeout("redis-server did not start".into()))
+        wait_port(port, "redis-server").await?;
+        Ok(server)
     }
 
     pub fn url(&self) -> String {
@@ -312,10 +323,7 @@ impl RedisServer {
     }
 
     pub async fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await?;
-        }
-        Ok(())
+        stop_child(&mut self.child).await
     }
 }
 
@@ -374,17 +382,8 @@ impl Haproxy {
             port,
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(hp);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(HarnessError::Timeout("haproxy did not start".into()))
+        wait_port(port, "haproxy").await?;
+        Ok(hp)
     }
 
     pub fn http(&self) -> String {
@@ -392,9 +391,6 @@ impl Haproxy {
     }
 
     pub async fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await?;
-        }
-        Ok(())
+        stop_child(&mut self.child).await
     }
 }

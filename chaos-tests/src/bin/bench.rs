@@ -104,6 +104,16 @@ async fn histogram(api: &Api, name: &str) -> (f64, f64) {
     (get("_sum"), get("_count"))
 }
 
+/// Mean of a histogram between two readings of (sum, count).
+fn mean_between(before: (f64, f64), after: (f64, f64)) -> f64 {
+    let n = after.1 - before.1;
+    if n > 0.0 {
+        (after.0 - before.0) / n
+    } else {
+        0.0
+    }
+}
+
 /// `senders` clients, each sending to its conversation with one send in flight, for
 /// `seconds`. Returns acked sends per second.
 async fn run_senders(node: &Node, senders: &[(i64, i64)], seconds: u64) -> Result<f64> {
@@ -204,12 +214,7 @@ async fn throughput(seconds: u64) -> Result<()> {
         let senders: Vec<(i64, i64)> = users[..n].iter().map(|u| (*u, conv)).collect();
         let rate = run_senders(&node, &senders, seconds).await?;
         let after = histogram(&api, "chat_group_commit_batch_size").await;
-        let batches = after.1 - before.1;
-        let avg = if batches > 0.0 {
-            (after.0 - before.0) / batches
-        } else {
-            0.0
-        };
+        let avg = mean_between(before, after);
         println!("throughput: {n:>4} senders, 1 conversation: {rate:>8.0} acked sends/s, mean group-commit batch {avg:.1}");
     }
     // 1,000 senders across 1,000 conversations (each with its neighbour).
@@ -221,12 +226,7 @@ async fn throughput(seconds: u64) -> Result<()> {
     let before = histogram(&api, "chat_group_commit_batch_size").await;
     let rate = run_senders(&node, &senders, seconds).await?;
     let after = histogram(&api, "chat_group_commit_batch_size").await;
-    let batches = after.1 - before.1;
-    let avg = if batches > 0.0 {
-        (after.0 - before.0) / batches
-    } else {
-        0.0
-    };
+    let avg = mean_between(before, after);
     println!("throughput: 1000 senders, 1000 conversations: {rate:>8.0} acked sends/s, mean group-commit batch {avg:.1}");
     drop(node);
     db.drop_now().await
