@@ -52,6 +52,28 @@ async fn normal_messages_expire_to_the_second_and_their_partitions_are_dropped()
     let (_a, ta) = api.register("keeper").await.unwrap();
     let (b, tb) = api.register("reader").await.unwrap();
     let conv = api.direct(&ta, b).await.unwrap();
+    // A group whose sends are important unless they say otherwise.
+    let (s, g) = api
+        .post(
+            "/api/v1/conversations",
+            Some(&ta),
+            &json!({"kind": "group", "title": "board", "members": [b], "default_tier": "important"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (s, g["conversation"]["default_tier"].as_str()),
+        (201, Some("important"))
+    );
+    let board = g["conversation"]["id"].as_i64().unwrap();
+    api.send(&ta, board, "b1", "minutes").await.unwrap();
+    api.post(
+        &format!("/api/v1/conversations/{board}/messages"),
+        Some(&ta),
+        &json!({"cid": "b2", "body": "chit-chat", "tier": "normal"}),
+    )
+    .await
+    .unwrap();
     let path = format!("/api/v1/conversations/{conv}/messages");
     api.post(&path, Some(&ta), &json!({"cid": "n1", "body": "ordinary"}))
         .await
@@ -90,7 +112,7 @@ async fn normal_messages_expire_to_the_second_and_their_partitions_are_dropped()
     let (_, h) = api.get(&path, Some(&tb)).await.unwrap();
     assert_eq!(seqs(&h["messages"]), vec![1, 2, 3]);
     let (_, u) = api.get("/api/v1/unread", Some(&tb)).await.unwrap();
-    assert_eq!(u["total"], 3);
+    assert_eq!(u["total"], 5, "3 here and 2 in the board");
 
     // Past the TTL: the normal ones are gone from every read, the important one stays.
     tokio::time::sleep(Duration::from_millis(3300).saturating_sub(sent_at.elapsed())).await;
@@ -98,19 +120,34 @@ async fn normal_messages_expire_to_the_second_and_their_partitions_are_dropped()
     assert_eq!(seqs(&h["messages"]), vec![2]);
     assert_eq!(h["oldest_retained_seq"], 2);
     let (_, u) = api.get("/api/v1/unread", Some(&tb)).await.unwrap();
-    assert_eq!(u["total"], 1);
+    assert_eq!(u["total"], 2, "the important one here and the board's");
     let (_, list) = api.get("/api/v1/conversations", Some(&tb)).await.unwrap();
-    assert_eq!(list["conversations"][0]["last_message"]["seq"], 2);
-    assert_eq!(list["conversations"][0]["unread"], 1);
+    let direct = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == conv)
+        .unwrap();
+    assert_eq!(direct["last_message"]["seq"], 2);
+    assert_eq!(direct["unread"], 1);
+    // The group's default tier kept its first message; the one sent as normal expired.
+    let (_, h) = api
+        .get(
+            &format!("/api/v1/conversations/{board}/messages"),
+            Some(&tb),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs(&h["messages"]), vec![1]);
+    assert_eq!(h["messages"][0]["tier"], "important");
     let mut cursors = BTreeMap::new();
     let synced = api.sync_all(&tb, &mut cursors, 100).await.unwrap();
-    assert_eq!(
-        synced
-            .iter()
-            .map(|m| m["seq"].as_i64().unwrap())
-            .collect::<Vec<_>>(),
-        vec![2]
-    );
+    let mine: Vec<i64> = synced
+        .iter()
+        .filter(|m| m["conv"] == conv)
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(mine, vec![2]);
 
     // Upkeep drops the expired partition (no row-by-row delete); important stays.
     let deadline = Instant::now() + Duration::from_secs(15);

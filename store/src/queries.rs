@@ -27,12 +27,13 @@ macro_rules! retained {
 macro_rules! visible {
     () => {
         "WITH vis AS (
-            SELECT c.id, c.kind, c.title, c.audience, c.last_seq, c.last_activity, m.read_seq
+            SELECT c.id, c.kind, c.title, c.audience, c.default_tier, c.last_seq,
+                   c.last_activity, m.read_seq
               FROM members m JOIN conversations c ON c.id = m.conv
              WHERE m.user_id = $1 AND c.kind <> 'broadcast'
             UNION ALL
-            SELECT c.id, c.kind, c.title, c.audience, c.last_seq, c.last_activity,
-                   COALESCE(m.read_seq, 0)
+            SELECT c.id, c.kind, c.title, c.audience, c.default_tier, c.last_seq,
+                   c.last_activity, COALESCE(m.read_seq, 0)
               FROM conversations c
               LEFT JOIN members m ON m.conv = c.id AND m.user_id = $1
              WHERE c.kind = 'broadcast' AND c.audience = ANY($2::text[])
@@ -105,15 +106,16 @@ pub const COUNT_USERS: &str = "SELECT count(*) FROM users WHERE id = ANY($1::big
 
 // ---- conversations ----
 
-pub const INSERT_DIRECT: &str = "INSERT INTO conversations (kind, direct_a, direct_b, created_by)
-     VALUES ('direct', $1, $2, $3)
+pub const INSERT_DIRECT: &str =
+    "INSERT INTO conversations (kind, direct_a, direct_b, created_by, default_tier)
+     VALUES ('direct', $1, $2, $3, $4)
      ON CONFLICT (direct_a, direct_b) DO NOTHING RETURNING id";
 
 pub const DIRECT_BY_PAIR: &str =
     "SELECT id FROM conversations WHERE direct_a = $1 AND direct_b = $2";
 
-pub const INSERT_GROUP: &str = "INSERT INTO conversations (kind, title, created_by)
-     VALUES ('group', $1, $2) RETURNING id";
+pub const INSERT_GROUP: &str = "INSERT INTO conversations (kind, title, created_by, default_tier)
+     VALUES ('group', $1, $2, $3) RETURNING id";
 
 pub const INSERT_MEMBERS: &str = "INSERT INTO members (conv, user_id)
      SELECT $1, u FROM unnest($2::bigint[]) AS u ON CONFLICT DO NOTHING";
@@ -148,6 +150,7 @@ pub const LIST_CONVERSATIONS: &str = concat!(
     ",
        CASE WHEN v.kind = 'broadcast' THEN NULL
             ELSE (SELECT array_agg(user_id ORDER BY user_id) FROM members WHERE conv = v.id) END,
+       v.default_tier,
        ",
     message_columns!("lm"),
     "

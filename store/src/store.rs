@@ -341,12 +341,20 @@ impl Store {
     // ---- conversations ----
 
     /// The one direct conversation of `a` and `b`: created now (`true`) or found.
-    pub async fn create_direct(&self, a: UserId, b: UserId) -> Result<(ConvId, bool), StoreError> {
+    pub async fn create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        default_tier: Tier,
+    ) -> Result<(ConvId, bool), StoreError> {
         let (lo, hi) = if a < b { (a, b) } else { (b, a) };
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let stmt = tx.prepare_cached(q::INSERT_DIRECT).await?;
-        if let Some(row) = tx.query_opt(&stmt, &[&lo.0, &hi.0, &a.0]).await? {
+        if let Some(row) = tx
+            .query_opt(&stmt, &[&lo.0, &hi.0, &a.0, &default_tier.as_str()])
+            .await?
+        {
             let id: i64 = row.try_get(0)?;
             let stmt = tx.prepare_cached(q::INSERT_MEMBERS).await?;
             tx.execute(&stmt, &[&id, &vec![lo.0, hi.0]]).await?;
@@ -365,6 +373,7 @@ impl Store {
         creator: UserId,
         title: &str,
         members: &[UserId],
+        default_tier: Tier,
     ) -> Result<ConvId, StoreError> {
         let mut all = ids(members);
         all.push(creator.0);
@@ -373,7 +382,9 @@ impl Store {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let stmt = tx.prepare_cached(q::INSERT_GROUP).await?;
-        let row = tx.query_one(&stmt, &[&title, &creator.0]).await?;
+        let row = tx
+            .query_one(&stmt, &[&title, &creator.0, &default_tier.as_str()])
+            .await?;
         let id: i64 = row.try_get(0)?;
         let stmt = tx.prepare_cached(q::INSERT_MEMBERS).await?;
         tx.execute(&stmt, &[&id, &all]).await?;
@@ -477,6 +488,7 @@ impl Store {
             .map(|r| {
                 let kind: String = r.try_get(1)?;
                 let members: Option<Vec<i64>> = r.try_get(7)?;
+                let default_tier: String = r.try_get(8)?;
                 Ok(Conversation {
                     id: ConvId(r.try_get(0)?),
                     kind: parse_kind(&kind)?,
@@ -486,7 +498,8 @@ impl Store {
                     read_seq: Seq(r.try_get(5)?),
                     unread: r.try_get(6)?,
                     members: members.map(|m| m.into_iter().map(UserId).collect()),
-                    last_message: message_at(r, 8)?,
+                    default_tier: parse_tier(&default_tier)?,
+                    last_message: message_at(r, 9)?,
                 })
             })
             .collect()

@@ -65,12 +65,20 @@ pub struct UserSearchQuery {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum CreateConversation {
     /// The one conversation between the caller and `peer` (created once).
-    Direct { peer: UserId },
+    Direct {
+        peer: UserId,
+        /// Tier of sends that name none (`normal` when absent); only when created.
+        #[serde(default)]
+        default_tier: Option<Tier>,
+    },
     /// A new group of the caller and `members`.
     Group {
         #[schema(min_length = 1, max_length = 200)]
         title: String,
         members: Vec<UserId>,
+        /// Tier of sends that name none (`normal` when absent).
+        #[serde(default)]
+        default_tier: Option<Tier>,
     },
 }
 

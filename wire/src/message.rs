@@ -102,6 +102,8 @@ pub struct Conversation {
     /// The broadcast audience (`org/1/role/3`); only for broadcast conversations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// The tier of sends that name none.
+    pub default_tier: Tier,
     pub last_seq: Seq,
     pub read_seq: Seq,
     pub unread: i64,

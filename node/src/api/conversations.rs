@@ -58,20 +58,25 @@ pub async fn create(
     let caller = state.caller(user.0).await?;
     let me = caller.user.id;
     let (conv, created) = match body.into_inner() {
-        CreateConversation::Direct { peer } => {
+        CreateConversation::Direct { peer, default_tier } => {
             if peer == me {
                 return Err(ApiError::bad_request("peer must be another user"));
             }
             if state.store.count_users(&[peer]).await? != 1 {
                 return Err(ApiError::not_found("peer not found"));
             }
-            let (conv, created) = state.store.create_direct(me, peer).await?;
+            let tier = default_tier.unwrap_or_default();
+            let (conv, created) = state.store.create_direct(me, peer, tier).await?;
             if created {
                 announce_join(&state, conv, vec![me, peer]);
             }
             (conv, created)
         }
-        CreateConversation::Group { title, members } => {
+        CreateConversation::Group {
+            title,
+            members,
+            default_tier,
+        } => {
             let title = title.trim().to_string();
             if title.is_empty() || title.chars().count() > MAX_TITLE || !storable_text(&title) {
                 return Err(ApiError::bad_request("title must be 1..200 characters"));
@@ -88,7 +93,8 @@ pub async fn create(
             if state.store.count_users(&others).await? != others.len() as i64 {
                 return Err(ApiError::not_found("a member is not a known user"));
             }
-            let conv = state.store.create_group(me, &title, &others).await?;
+            let tier = default_tier.unwrap_or_default();
+            let conv = state.store.create_group(me, &title, &others, tier).await?;
             others.push(me);
             announce_join(&state, conv, others);
             (conv, true)
