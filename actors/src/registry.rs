@@ -90,6 +90,16 @@ impl Registry {
         addr
     }
 
+    /// One admitted connection of `user` attached or went away before attaching.
+    fn unadmit(&mut self, user: UserId) {
+        if let Some(n) = self.admitted.get_mut(&user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.admitted.remove(&user);
+            }
+        }
+    }
+
     fn add_interest(&mut self, conv: ConvId) {
         let n = self.conv_interest.entry(conv).or_insert(0);
         *n += 1;
@@ -196,11 +206,11 @@ impl Handler<Admit> for Registry {
             return Err(Refused::Draining);
         }
         let open = self.users.get(&msg.user).map_or(0, |o| o.sessions.len());
-        let admitted = self.admitted.entry(msg.user).or_insert(0);
-        if open + *admitted >= self.max_connections_per_user {
+        let pending = self.admitted.get(&msg.user).copied().unwrap_or(0);
+        if open + pending >= self.max_connections_per_user {
             return Err(Refused::TooManyConnections);
         }
-        *admitted += 1;
+        *self.admitted.entry(msg.user).or_insert(0) += 1;
         let id = self.next_session;
         self.next_session += 1;
         Ok(id)
@@ -211,9 +221,7 @@ impl Handler<Attach> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Attach, _ctx: &mut Self::Context) {
-        if let Some(n) = self.admitted.get_mut(&msg.user) {
-            *n = n.saturating_sub(1);
-        }
+        self.unadmit(msg.user);
         let first = !self.users.contains_key(&msg.user);
         if first {
             self.bus.subscribe(&Channel::User(msg.user));
@@ -242,23 +250,18 @@ impl Handler<Detach> for Registry {
 
     fn handle(&mut self, msg: Detach, _ctx: &mut Self::Context) {
         let Some(online) = self.users.get_mut(&msg.user) else {
-            if let Some(n) = self.admitted.get_mut(&msg.user) {
-                *n = n.saturating_sub(1);
-            }
+            self.unadmit(msg.user);
             return;
         };
         let before = online.sessions.len();
-        if online.sessions.remove(&msg.id).is_none() {
-            if let Some(n) = self.admitted.get_mut(&msg.user) {
-                *n = n.saturating_sub(1);
-            }
-        }
+        let removed = online.sessions.remove(&msg.id).is_some();
         let after = online.sessions.len();
+        if !removed {
+            // Admitted, but its upgrade failed before it attached.
+            self.unadmit(msg.user);
+        }
         self.count_sessions(before, after);
-        let Some(online) = self.users.get_mut(&msg.user) else {
-            return;
-        };
-        if online.sessions.is_empty() {
+        if after == 0 {
             if let Some(online) = self.users.remove(&msg.user) {
                 self.bus.unsubscribe(&Channel::User(msg.user));
                 for conv in online.conversations {
