@@ -590,20 +590,23 @@ impl Store {
     ) -> Result<Vec<Appended>, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let stmt = tx.prepare_cached(q::LOCK_CONVERSATION).await?;
-        let row = tx
-            .query_opt(&stmt, &[&conv.0])
-            .await?
-            .ok_or(StoreError::NotFound("conversation"))?;
+        // The lock and the cid lookup go out together (one round trip). Postgres runs
+        // pipelined statements in order, so the lookup sees the conversation locked.
+        let lock_stmt = tx.prepare_cached(q::LOCK_CONVERSATION).await?;
+        let find_stmt = tx.prepare_cached(q::FIND_CIDS).await?;
+        let senders: Vec<i64> = batch.iter().map(|m| m.sender.0).collect();
+        let cids: Vec<&str> = batch.iter().map(|m| m.cid.as_str()).collect();
+        let (row, found) = futures_util::future::try_join(
+            tx.query_opt(&lock_stmt, &[&conv.0]),
+            tx.query(&find_stmt, &[&conv.0, &senders, &cids]),
+        )
+        .await?;
+        let row = row.ok_or(StoreError::NotFound("conversation"))?;
         let mut last_seq: i64 = row.try_get(0)?;
         let default_tier: String = row.try_get(1)?;
         let default_tier = parse_tier(&default_tier)?;
-
-        let senders: Vec<i64> = batch.iter().map(|m| m.sender.0).collect();
-        let cids: Vec<&str> = batch.iter().map(|m| m.cid.as_str()).collect();
-        let stmt = tx.prepare_cached(q::FIND_CIDS).await?;
         let mut known: HashMap<(i64, String), Message> = HashMap::new();
-        for r in tx.query(&stmt, &[&conv.0, &senders, &cids]).await? {
+        for r in found {
             let m = message(&r)?;
             known.insert((m.sender.0, m.cid.clone()), m);
         }
@@ -645,17 +648,20 @@ impl Store {
         }
 
         if !seqs.is_empty() {
-            let stmt = tx.prepare_cached(q::INSERT_MESSAGES).await?;
-            tx.execute(
-                &stmt,
-                &[&conv.0, &seqs, &snd, &cid, &body, &tier, &reply, &ts],
+            // Three independent writes, pipelined in one round trip.
+            let insert = tx.prepare_cached(q::INSERT_MESSAGES).await?;
+            let advance = tx.prepare_cached(q::ADVANCE_CONVERSATION).await?;
+            let senders = tx.prepare_cached(q::ADVANCE_SENDERS).await?;
+            let (uids, useqs): (Vec<i64>, Vec<i64>) = advanced.into_iter().unzip();
+            futures_util::future::try_join3(
+                tx.execute(
+                    &insert,
+                    &[&conv.0, &seqs, &snd, &cid, &body, &tier, &reply, &ts],
+                ),
+                tx.execute(&advance, &[&conv.0, &last_seq, &ts]),
+                tx.execute(&senders, &[&conv.0, &uids, &useqs]),
             )
             .await?;
-            let stmt = tx.prepare_cached(q::ADVANCE_CONVERSATION).await?;
-            tx.execute(&stmt, &[&conv.0, &last_seq, &ts]).await?;
-            let (uids, useqs): (Vec<i64>, Vec<i64>) = advanced.into_iter().unzip();
-            let stmt = tx.prepare_cached(q::ADVANCE_SENDERS).await?;
-            tx.execute(&stmt, &[&conv.0, &uids, &useqs]).await?;
         }
         tx.commit().await?;
         Ok(out)
