@@ -220,7 +220,7 @@ impl Handler<Admit> for Registry {
 impl Handler<Attach> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: Attach, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
         self.unadmit(msg.user);
         let first = !self.users.contains_key(&msg.user);
         if first {
@@ -232,6 +232,25 @@ impl Handler<Attach> for Registry {
             let online = self.users.entry(msg.user).or_default();
             online.conversations = msg.conversations.into_iter().collect();
             online.audiences = msg.audiences;
+            // The list was read at the handshake; a conversation created since then
+            // (announced before this node listened to the user's channel) is picked up
+            // by reading it once more, now that the user's channel is subscribed.
+            let (store, user) = (self.store.clone(), msg.user);
+            let fut = async move { store.user_conversations(user).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    let Ok(convs) = res else { return };
+                    let known = act.users.get(&user).map(|o| o.conversations.clone());
+                    for conv in convs {
+                        if known.as_ref().is_some_and(|k| !k.contains(&conv)) {
+                            ctx.notify(Joined {
+                                users: vec![user],
+                                conv,
+                            });
+                        }
+                    }
+                });
+            ctx.spawn(fut);
         }
         let counts = self.users.get_mut(&msg.user).map(|online| {
             let before = online.sessions.len();
