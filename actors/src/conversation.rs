@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Longest one group commit may take before its senders are told `unavailable`.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(35);
 /// Most sends stored in one transaction.
 const MAX_BATCH: usize = 512;
 /// How long an overtaking message waits for the one before it before the gap is
@@ -101,6 +103,12 @@ impl Conversation {
         }
         .into_actor(self)
         .map(|res: Result<Loaded, ChatError>, act, ctx| {
+            if res.is_err() && act.loaded.is_ok() {
+                // A failed reload keeps what was known: pushes and the channel of a
+                // write in flight still need it.
+                tracing::warn!(conv = %act.id, "member reload failed; keeping the old list");
+                return;
+            }
             if let Err(e) = &res {
                 // Whatever waits gets the error; then the actor leaves, so the next
                 // request loads afresh (the conversation may exist by then, or
@@ -113,6 +121,11 @@ impl Conversation {
             }
             act.loaded = res;
         })
+    }
+
+    /// A write in flight, sends waiting, or messages held for an earlier seq.
+    fn busy(&self) -> bool {
+        self.writing || !self.pending.is_empty() || !self.held.is_empty()
     }
 
     /// Whether `sender` may post here.
@@ -153,19 +166,28 @@ impl Conversation {
         let store = self.store.clone();
         let conv = self.id;
         let started = Instant::now();
-        let fut = async move { store.append(conv, &rows).await }
-            .into_actor(self)
-            .map(move |result, act, ctx| {
-                metrics::histogram!("chat_store_append_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                act.writing = false;
-                act.committed(batch, result, ctx);
-                if act.stop_requested && act.pending.is_empty() {
-                    ctx.stop();
-                } else {
-                    act.flush(ctx);
-                }
-            });
+        // Bounded even if Postgres stops answering: the senders hear `unavailable`
+        // (and retry with their cids) instead of waiting for ever.
+        let fut = async move {
+            match tokio::time::timeout(APPEND_TIMEOUT, store.append(conv, &rows)).await {
+                Ok(r) => r,
+                Err(_) => Err(chat_store::StoreError::Unavailable(
+                    "append timed out".into(),
+                )),
+            }
+        }
+        .into_actor(self)
+        .map(move |result, act, ctx| {
+            metrics::histogram!("chat_store_append_seconds")
+                .record(started.elapsed().as_secs_f64());
+            act.writing = false;
+            act.committed(batch, result, ctx);
+            if act.stop_requested && !act.busy() {
+                ctx.stop();
+            } else {
+                act.flush(ctx);
+            }
+        });
         ctx.spawn(fut);
     }
 
@@ -196,10 +218,18 @@ impl Conversation {
                         duplicate: false,
                     })
                 }
-                Appended::Duplicate(m) => Ok(Accepted {
-                    message: m,
-                    duplicate: true,
-                }),
+                Appended::Duplicate(m) => {
+                    // Stored by an earlier write whose answer was lost (the commit
+                    // went through but the connection did not): if it was never
+                    // pushed here, push it now. Pushes at or past `next_push` are new.
+                    if self.next_push.is_some_and(|n| m.seq.0 >= n) {
+                        fresh.push((m.clone(), send.session));
+                    }
+                    Ok(Accepted {
+                        message: m,
+                        duplicate: true,
+                    })
+                }
                 Appended::BadReply => Err(ChatError::new(
                     ErrorCode::BadRequest,
                     "reply_to names no earlier message of this conversation",
@@ -250,6 +280,9 @@ impl Conversation {
         if self.held.is_empty() {
             if let Some(h) = self.gap_timer.take() {
                 ctx.cancel_future(h);
+            }
+            if self.stop_requested && !self.busy() {
+                ctx.stop();
             }
         } else if self.gap_timer.is_none() {
             self.gap_timer = Some(ctx.run_later(GAP_WAIT, |act, ctx| act.fill_gap(ctx)));
@@ -315,8 +348,7 @@ impl Actor for Conversation {
         // Nothing else is handled until the conversation is loaded.
         ctx.wait(self.load());
         ctx.run_interval(IDLE_CHECK, |act, ctx| {
-            let busy = act.writing || !act.pending.is_empty() || !act.held.is_empty();
-            if !busy && act.last_activity.elapsed() >= IDLE_AFTER {
+            if !act.busy() && act.last_activity.elapsed() >= IDLE_AFTER {
                 act.registry.do_send(ConversationIdle {
                     conv: act.id,
                     addr: ctx.address(),
@@ -432,7 +464,7 @@ impl Handler<StopConversation> for Conversation {
     type Result = ();
 
     fn handle(&mut self, _msg: StopConversation, ctx: &mut Self::Context) {
-        if self.writing || !self.pending.is_empty() {
+        if self.busy() {
             self.stop_requested = true;
         } else {
             ctx.stop();

@@ -90,6 +90,15 @@ async fn upkeep(store: &chat_store::Store, cfg: &UpkeepConfig) {
     ];
     for (tier, ttl) in tiers {
         let Some(ttl) = ttl else { continue };
+        match store.reclaim_default(tier, ttl, now, 10_000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                tier,
+                rows = n,
+                "expired rows deleted from the default partition"
+            ),
+            Err(e) => tracing::warn!(error = %e, tier, "reclaiming the default partition failed"),
+        }
         match store.drop_expired_partitions(tier, ttl, now).await {
             Ok(dropped) => {
                 for d in dropped {

@@ -230,7 +230,7 @@ impl Handler<Attach> for Registry {
             }
             self.join_audiences(msg.user, &msg.audiences);
             let online = self.users.entry(msg.user).or_default();
-            online.conversations = msg.conversations.into_iter().collect();
+            online.conversations = msg.conversations.iter().copied().collect();
             online.audiences = msg.audiences;
             // The list was read at the handshake; a conversation created since then
             // (announced before this node listened to the user's channel) is picked up
@@ -251,6 +251,25 @@ impl Handler<Attach> for Registry {
                     }
                 });
             ctx.spawn(fut);
+        }
+        if !first {
+            // A later socket may know of conversations the first did not.
+            let new: Vec<ConvId> = self.users.get_mut(&msg.user).map_or_else(Vec::new, |o| {
+                msg.conversations
+                    .iter()
+                    .copied()
+                    .filter(|c| o.conversations.insert(*c))
+                    .collect()
+            });
+            for conv in new {
+                self.add_interest(conv);
+            }
+        }
+        if self.draining {
+            msg.addr.do_send(CloseWith {
+                code: 1012,
+                reason: "node draining",
+            });
         }
         let counts = self.users.get_mut(&msg.user).map(|online| {
             let before = online.sessions.len();

@@ -64,13 +64,20 @@ pub async fn writer(
     // The kill switch stays armed until it fires or its sender is dropped (the actor
     // stopped normally); after that the queue is drained in order, close included.
     let mut armed = true;
+    // Once the actor is gone, what is left in the queue gets CLOSE_WAIT to go out.
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         let next = tokio::select! {
             biased;
             r = &mut kill, if armed => match r {
                 Ok(r) => return hard_close(ws, r).await,
-                Err(_) => { armed = false; continue; }
+                Err(_) => {
+                    armed = false;
+                    deadline = Some(tokio::time::Instant::now() + CLOSE_WAIT);
+                    continue;
+                }
             },
+            _ = sleep_until(deadline) => return,
             next = rx.recv() => next,
         };
         let Some(out) = next else {
@@ -82,8 +89,13 @@ pub async fn writer(
                 biased;
                 r = &mut kill, if armed => match r {
                     Ok(r) => return hard_close(ws, r).await,
-                    Err(_) => { armed = false; ws.text(t).await }
+                    Err(_) => {
+                        armed = false;
+                        deadline = Some(tokio::time::Instant::now() + CLOSE_WAIT);
+                        ws.text(t).await
+                    }
                 },
+                _ = sleep_until(deadline) => return,
                 w = ws.text(t.clone()) => w,
             },
             Outbound::Pong(p) => ws.pong(&p).await,
@@ -95,6 +107,14 @@ pub async fn writer(
         if written.is_err() {
             return;
         }
+    }
+}
+
+/// Sleeps until `deadline`, or for ever when there is none.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

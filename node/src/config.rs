@@ -53,6 +53,8 @@ pub struct Database {
     pub pool_size: usize,
     #[serde(deserialize_with = "duration")]
     pub acquire_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub statement_timeout: Duration,
 }
 
 /// Which bus carries events between nodes.

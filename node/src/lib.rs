@@ -69,6 +69,7 @@ async fn connect_store(settings: &Settings) -> Result<Store, NodeError> {
         url: settings.database.url.clone(),
         pool_size: settings.database.pool_size,
         acquire_timeout: settings.database.acquire_timeout,
+        statement_timeout: settings.database.statement_timeout,
         retention: Retention {
             normal: settings.retention.normal_ttl,
             important: settings.retention.important_ttl,

@@ -13,6 +13,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
+/// Longest a socket lives on one token, whatever its `exp` says.
+const MAX_TOKEN_LIFE_S: u64 = 365 * 86_400;
+
+/// An admitted connection that has not become a Session yet: if the handshake stops
+/// half-way (an error, or the request dropped), the slot goes back to the user.
+struct Admission {
+    registry: actix::Addr<chat_actors::registry::Registry>,
+    id: chat_actors::messages::SessionId,
+    user: chat_wire::UserId,
+    armed: bool,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if self.armed {
+            self.registry.do_send(Detach {
+                id: self.id,
+                user: self.user,
+            });
+        }
+    }
+}
+
 #[derive(Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
@@ -77,18 +100,14 @@ pub async fn upgrade(
             return Err(ApiError::unavailable("node is draining; reconnect"))
         }
     };
-    let (response, ws, stream) = match actix_ws::handle(&req, body) {
-        Ok(parts) => parts,
-        Err(e) => {
-            state.registry.do_send(Detach {
-                id,
-                user: verified.user,
-            });
-            return Err(ApiError::bad_request(format!(
-                "not a websocket upgrade: {e}"
-            )));
-        }
+    let mut admission = Admission {
+        registry: state.registry.clone(),
+        id,
+        user: verified.user,
+        armed: true,
     };
+    let (response, ws, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::bad_request(format!("not a websocket upgrade: {e}")))?;
     let max = state.settings.limits.max_frame_bytes;
     let stream = stream
         .max_frame_size(max)
@@ -98,8 +117,12 @@ pub async fn upgrade(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let token_expires =
-        Instant::now() + Duration::from_secs(verified.expires_at.saturating_sub(now));
+    // A token may say it never expires; a socket is re-checked within a year anyway.
+    let left = verified
+        .expires_at
+        .saturating_sub(now)
+        .min(MAX_TOKEN_LIFE_S);
+    let token_expires = Instant::now() + Duration::from_secs(left);
     let (out_tx, out_rx) = mpsc::channel(cfg.outbound_queue);
     let (kill_tx, kill_rx) = oneshot::channel();
     actix_web::rt::spawn(writer(ws, out_rx, kill_rx));
@@ -118,5 +141,7 @@ pub async fn upgrade(
         ctx.add_stream(stream);
         Session::new(parts)
     });
+    // The Session detaches itself from now on.
+    admission.armed = false;
     Ok(response)
 }

@@ -292,6 +292,21 @@ async fn handshake_refusals_heartbeat_and_token_expiry() {
     live.expect("pong", T).await.unwrap();
     drop(live);
 
+    // A token that "never expires" (exp at u64::MAX) works and harms nothing.
+    let forever = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": a.id.to_string(), "iat": now(), "exp": u64::MAX}),
+        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut f = WsClient::connect_with(&node.ws_url(&forever), origin)
+        .await
+        .unwrap();
+    f.expect("hello", T).await.unwrap();
+    f.send_json(&json!({"type": "ping"})).await.unwrap();
+    f.expect("pong", T).await.unwrap();
+    drop(f);
+
     // A socket whose token expires is closed with 1008.
     let short = mint(&a.id.to_string(), now(), now() + 2);
     let mut s = WsClient::connect_with(&node.ws_url(&short), origin)

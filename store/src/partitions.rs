@@ -49,8 +49,22 @@ impl Store {
         let client = self.pool().get().await?;
         let mut created = 0;
         for tier in TIERS {
+            // Creating a partition scans the tier's DEFAULT partition under an exclusive
+            // lock. A range that has already begun is only created while the default
+            // is empty (a fresh database); later ones are created ahead, before any row
+            // can fall into the default.
+            let default_empty: bool = client
+                .query_one(
+                    &format!("SELECT NOT EXISTS (SELECT 1 FROM messages_{tier}_default)"),
+                    &[],
+                )
+                .await?
+                .try_get(0)?;
             for i in 0..=i64::from(ahead) {
                 let start = first + i * w;
+                if start <= now.timestamp() && !default_empty {
+                    continue;
+                }
                 let name = partition_name(tier, start, start + w);
                 let exists = client
                     .query_opt("SELECT 1 FROM pg_class WHERE relname = $1", &[&name])
@@ -132,6 +146,29 @@ impl Store {
             }
         }
         Ok(dropped)
+    }
+
+    /// Deletes expired rows from a tier's DEFAULT partition, `batch` at a time. The
+    /// default only holds rows that arrived before their range partition existed (an
+    /// upkeep outage); everything else expires by whole partitions.
+    pub async fn reclaim_default(
+        &self,
+        tier: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        // A TTL too long to subtract expires nothing (the epoch as cutoff).
+        let cutoff = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or_default();
+        let client = self.pool().get().await?;
+        let sql = format!(
+            "DELETE FROM messages_{tier}_default WHERE ctid IN \
+             (SELECT ctid FROM messages_{tier}_default WHERE created_at <= $1 LIMIT $2)"
+        );
+        Ok(client.execute(&sql, &[&cutoff, &batch]).await?)
     }
 }
 

@@ -18,6 +18,9 @@ pub struct StoreConfig {
     pub pool_size: usize,
     /// Longest wait for a pooled connection before a call fails with `Unavailable`.
     pub acquire_timeout: Duration,
+    /// Longest a statement may run, and a transaction sit idle, on the server: a node
+    /// that stalls mid-transaction cannot hold a conversation's row lock for long.
+    pub statement_timeout: Duration,
     pub retention: Retention,
 }
 
@@ -162,10 +165,18 @@ fn ids(list: &[UserId]) -> Vec<i64> {
 impl Store {
     /// Builds the pool and checks that Postgres answers. Does not migrate.
     pub async fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
-        let pg: tokio_postgres::Config = config
+        let mut pg: tokio_postgres::Config = config
             .url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
+        let ms = config.statement_timeout.as_millis().max(1);
+        pg.options(format!(
+            "-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"
+        ))
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .tcp_user_timeout(config.statement_timeout)
+        .connect_timeout(config.acquire_timeout);
         let manager = Manager::from_config(
             pg,
             NoTls,
