@@ -203,9 +203,11 @@ pub const SYNC_MESSAGES: &str = concat!(
 // ---- messages ----
 
 /// Locks the conversation row: every writer of one conversation, on any node, queues
-/// here. This is what keeps (conv, seq) and (conv, sender, cid) unique.
+/// here. This is what keeps (conv, seq) and (conv, sender, cid) unique. `NO KEY UPDATE`
+/// conflicts with itself but not with the key-share locks of foreign-key checks (a
+/// first read of a broadcast inserting its cursor row does not wait for a commit).
 pub const LOCK_CONVERSATION: &str =
-    "SELECT last_seq, default_tier FROM conversations WHERE id = $1 FOR UPDATE";
+    "SELECT last_seq, default_tier FROM conversations WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Messages of the batch already stored (a retried cid), looked up under the lock.
 pub const FIND_CIDS: &str = concat!(
