@@ -160,9 +160,7 @@ pub async fn run(settings: Settings) -> Result<(), NodeError> {
     let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         settings: settings.clone(),
-        store: store.clone(),
         tokens: Arc::new(auth::Tokens::new(&settings)),
-        registry: registry.clone(),
         chat: Chat {
             store,
             registry: registry.clone(),

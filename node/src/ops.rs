@@ -23,7 +23,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.is_draining() {
         reasons.push("draining".to_string());
     }
-    if let Err(e) = state.store.ping().await {
+    if let Err(e) = state.store().ping().await {
         tracing::warn!(error = %e, "readiness: postgres does not answer");
         reasons.push("postgres unavailable".to_string());
     }

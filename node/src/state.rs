@@ -14,9 +14,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub store: Store,
     pub tokens: Arc<Tokens>,
-    pub registry: actix::Addr<Registry>,
     pub chat: Chat,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Set when a drain begins: `/readyz` answers 503 and `/ws` refuses new sockets.
@@ -30,6 +28,16 @@ pub struct Caller {
 }
 
 impl AppState {
+    /// The Postgres store (shared with the actors).
+    pub fn store(&self) -> &Store {
+        &self.chat.store
+    }
+
+    /// This node's Registry actor.
+    pub fn registry(&self) -> &actix::Addr<Registry> {
+        &self.chat.registry
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
@@ -37,7 +45,7 @@ impl AppState {
     /// Loads the caller. A valid token for a user that does not exist is refused.
     pub async fn caller(&self, id: UserId) -> Result<Caller, ApiError> {
         let user = self
-            .store
+            .store()
             .user(id)
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown user"))?;

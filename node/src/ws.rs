@@ -81,9 +81,9 @@ pub async fn upgrade(
         .verify(&token)
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let caller = state.caller(verified.user).await?;
-    let conversations = state.store.user_conversations(verified.user).await?;
+    let conversations = state.store().user_conversations(verified.user).await?;
     let id = match state
-        .registry
+        .registry()
         .send(Admit {
             user: verified.user,
         })
@@ -101,7 +101,7 @@ pub async fn upgrade(
         }
     };
     let mut admission = Admission {
-        registry: state.registry.clone(),
+        registry: state.registry().clone(),
         id,
         user: verified.user,
         armed: true,

@@ -51,7 +51,7 @@ pub async fn register(
     let display_name = display_name(req.display_name, &req.username)?;
     let hash = hash_password(req.password).await?;
     let id = state
-        .store
+        .store()
         .create_user(&NewUser {
             username: req.username,
             display_name,
@@ -79,7 +79,7 @@ pub async fn login(
     if req.password.chars().count() > MAX_PASSWORD_LEN {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
-    let found = state.store.user_auth(&req.username).await?;
+    let found = state.store().user_auth(&req.username).await?;
     let (id, hash) = match found {
         Some(u) => (Some(u.id), u.password_hash),
         None => (None, None),

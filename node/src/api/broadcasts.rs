@@ -26,7 +26,7 @@ pub async fn broadcast(
         .map_err(|e| ApiError::bad_request(e.to_string()))?
         .canonical();
     check_send(&state, &req.cid, &req.body)?;
-    let conv = state.store.broadcast_conversation(&audience).await?;
+    let conv = state.store().broadcast_conversation(&audience).await?;
     let accepted = state
         .chat
         .send(SendCommand {

@@ -21,7 +21,7 @@ const MAX_TITLE: usize = 200;
 
 async fn view(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Conversation, ApiError> {
     state
-        .store
+        .store()
         .list_conversations(caller.user.id, &caller.audiences, 1, None, Some(conv))
         .await?
         .into_iter()
@@ -37,7 +37,7 @@ fn announce_join(state: &AppState, conv: ConvId, members: Vec<UserId>) {
             .bus
             .publish(&Channel::User(*user), &Event::Joined { user: *user, conv });
     }
-    state.registry.do_send(Joined {
+    state.registry().do_send(Joined {
         users: members,
         conv,
     });
@@ -62,11 +62,11 @@ pub async fn create(
             if peer == me {
                 return Err(ApiError::bad_request("peer must be another user"));
             }
-            if state.store.count_users(&[peer]).await? != 1 {
+            if state.store().count_users(&[peer]).await? != 1 {
                 return Err(ApiError::not_found("peer not found"));
             }
             let tier = default_tier.unwrap_or_default();
-            let (conv, created) = state.store.create_direct(me, peer, tier).await?;
+            let (conv, created) = state.store().create_direct(me, peer, tier).await?;
             if created {
                 announce_join(&state, conv, vec![me, peer]);
             }
@@ -90,11 +90,14 @@ pub async fn create(
                     state.settings.limits.max_group_members
                 )));
             }
-            if state.store.count_users(&others).await? != others.len() as i64 {
+            if state.store().count_users(&others).await? != others.len() as i64 {
                 return Err(ApiError::not_found("a member is not a known user"));
             }
             let tier = default_tier.unwrap_or_default();
-            let conv = state.store.create_group(me, &title, &others, tier).await?;
+            let conv = state
+                .store()
+                .create_group(me, &title, &others, tier)
+                .await?;
             others.push(me);
             announce_join(&state, conv, others);
             (conv, true)
@@ -123,7 +126,7 @@ pub async fn list(
     let limit = limit(q.limit, 50, 100)?;
     let caller = state.caller(user.0).await?;
     let conversations = state
-        .store
+        .store()
         .list_conversations(
             caller.user.id,
             &caller.audiences,
@@ -133,7 +136,7 @@ pub async fn list(
         )
         .await?;
     let (total_unread, _) = state
-        .store
+        .store()
         .unread(caller.user.id, &caller.audiences)
         .await?;
     Ok(HttpResponse::Ok().json(ConversationList {
@@ -144,7 +147,7 @@ pub async fn list(
 
 async fn member(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Seq, ApiError> {
     match state
-        .store
+        .store()
         .membership(caller.user.id, &caller.audiences, conv)
         .await?
     {
@@ -177,7 +180,7 @@ pub async fn history(
     let last_seq = member(&state, &caller, conv).await?;
     let before = Seq(q.before_seq.unwrap_or(i64::MAX).min(last_seq.0 + 1));
     let (messages, oldest_retained_seq) =
-        state.store.history(conv, before, limit, last_seq).await?;
+        state.store().history(conv, before, limit, last_seq).await?;
     Ok(HttpResponse::Ok().json(History {
         messages,
         oldest_retained_seq,
@@ -276,7 +279,7 @@ pub async fn read(
 pub async fn unread(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let caller = state.caller(user.0).await?;
     let (total, map) = state
-        .store
+        .store()
         .unread(caller.user.id, &caller.audiences)
         .await?;
     Ok(HttpResponse::Ok().json(UnreadResponse {

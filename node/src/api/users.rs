@@ -30,7 +30,7 @@ pub async fn search(
             "q must be 1..32 characters, without NUL",
         ));
     }
-    let users = state.store.search_users(&q, SEARCH_LIMIT).await?;
+    let users = state.store().search_users(&q, SEARCH_LIMIT).await?;
     Ok(HttpResponse::Ok().json(UserList { users }))
 }
 
@@ -64,7 +64,7 @@ pub async fn provision(
     attributes.validate().map_err(ApiError::bad_request)?;
     let display_name = display_name(req.display_name, &req.username)?;
     let (id, created) = state
-        .store
+        .store()
         .provision_user(&NewUser {
             username: req.username,
             display_name,
@@ -98,8 +98,8 @@ pub async fn set_attributes(
     let user = UserId(path.into_inner());
     let attrs = body.into_inner();
     attrs.validate().map_err(ApiError::bad_request)?;
-    state.store.set_attributes(user, &attrs).await?;
-    state.registry.do_send(AudiencesChanged {
+    state.store().set_attributes(user, &attrs).await?;
+    state.registry().do_send(AudiencesChanged {
         user,
         audiences: attrs.audiences(),
     });
