@@ -148,14 +148,7 @@ async fn broadcast_to_a_large_audience_is_one_row_pushed_and_read_like_any_conve
     assert_eq!(entry["last_message"]["body"], "All hands at 3pm");
     let (_, u) = api2.get("/api/v1/unread", Some(&t_offline)).await.unwrap();
     assert_eq!(u["total"], 1);
-    let (s, r) = api2
-        .post(
-            &format!("/api/v1/conversations/{conv}/read"),
-            Some(&t_offline),
-            &json!({"seq": 1}),
-        )
-        .await
-        .unwrap();
+    let (s, r) = api2.read(&t_offline, conv, 1).await.unwrap();
     assert_eq!(
         (s, r["unread"].as_i64(), r["total_unread"].as_i64()),
         (200, Some(0), Some(0))

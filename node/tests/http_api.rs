@@ -246,14 +246,7 @@ async fn direct_chat_history_unread_and_sync() {
         "hello bob"
     );
 
-    let (s, r) = api
-        .post(
-            &format!("/api/v1/conversations/{conv}/read"),
-            Some(&bob.token),
-            &json!({"seq": 1}),
-        )
-        .await
-        .unwrap();
+    let (s, r) = api.read(&bob.token, conv, 1).await.unwrap();
     assert_eq!(s, 200);
     assert_eq!(r, json!({"read_seq": 1, "unread": 0, "total_unread": 0}));
 
@@ -271,24 +264,10 @@ async fn direct_chat_history_unread_and_sync() {
     assert_eq!(u["total"], 1);
 
     // read_seq sent backwards stays where it was.
-    let (_, r) = api
-        .post(
-            &format!("/api/v1/conversations/{conv}/read"),
-            Some(&bob.token),
-            &json!({"seq": 2}),
-        )
-        .await
-        .unwrap();
+    let (_, r) = api.read(&bob.token, conv, 2).await.unwrap();
     assert_eq!(r["read_seq"], 7);
     // Beyond last_seq it stops at last_seq.
-    let (_, r) = api
-        .post(
-            &format!("/api/v1/conversations/{conv}/read"),
-            Some(&alice.token),
-            &json!({"seq": 1000}),
-        )
-        .await
-        .unwrap();
+    let (_, r) = api.read(&alice.token, conv, 1000).await.unwrap();
     assert_eq!(
         (r["read_seq"].as_i64(), r["unread"].as_i64()),
         (Some(7), Some(0))
@@ -508,14 +487,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!((s, code(&b)), (403, "not_member"));
     let (s, b) = api.get(&path, Some(&outsider.token)).await.unwrap();
     assert_eq!((s, code(&b)), (403, "not_member"));
-    let (s, b) = api
-        .post(
-            &format!("/api/v1/conversations/{conv}/read"),
-            Some(&outsider.token),
-            &json!({"seq": 1}),
-        )
-        .await
-        .unwrap();
+    let (s, b) = api.read(&outsider.token, conv, 1).await.unwrap();
     assert_eq!((s, code(&b)), (403, "not_member"));
     let (s, b) = api
         .get("/api/v1/conversations/999999/messages", Some(&a.token))

@@ -183,6 +183,16 @@ impl Api {
         .await
     }
 
+    /// Moves the read cursor; returns (status, body).
+    pub async fn read(&self, token: &str, conv: i64, seq: i64) -> Result<(u16, Value)> {
+        self.post(
+            &format!("/api/v1/conversations/{conv}/read"),
+            Some(token),
+            &json!({ "seq": seq }),
+        )
+        .await
+    }
+
     /// Syncs from `cursors` until `more` is false; returns every message seen, per
     /// conversation, in the order received.
     pub async fn sync_all(

@@ -232,7 +232,8 @@ async fn throughput(seconds: u64) -> Result<()> {
     db.drop_now().await
 }
 
-async fn latency(seconds: u64) -> Result<()> {
+/// A database, a Redis and two nodes on the Redis bus.
+async fn two_nodes() -> Result<(TestDb, RedisServer, Node, Node)> {
     let db = TestDb::create().await?;
     let redis = RedisServer::start().await?;
     let a = Node::start(bench_env(
@@ -243,6 +244,11 @@ async fn latency(seconds: u64) -> Result<()> {
         NodeOptions::new("bench-b", &db).redis(&redis.url()),
     ))
     .await?;
+    Ok((db, redis, a, b))
+}
+
+async fn latency(seconds: u64) -> Result<()> {
+    let (db, _redis, a, b) = two_nodes().await?;
     let users = bulk_users(&db, "lat", 22, "1").await?;
     let conv = bulk_group(&db, &users).await?;
     for (label, senders, per_sender_rate) in [("light", 1usize, 50u64), ("heavy", 20, 100)] {
@@ -299,16 +305,7 @@ async fn latency(seconds: u64) -> Result<()> {
 }
 
 async fn broadcast() -> Result<()> {
-    let db = TestDb::create().await?;
-    let redis = RedisServer::start().await?;
-    let a = Node::start(bench_env(
-        NodeOptions::new("bench-a", &db).redis(&redis.url()),
-    ))
-    .await?;
-    let b = Node::start(bench_env(
-        NodeOptions::new("bench-b", &db).redis(&redis.url()),
-    ))
-    .await?;
+    let (db, _redis, a, b) = two_nodes().await?;
     let online = bulk_users(&db, "on", 1000, "1").await?;
     bulk_users(&db, "off", 99_000, "1").await?;
     let mut clients = Vec::new();
