@@ -81,6 +81,28 @@ pub struct SendCommand {
     pub reply_to: Option<Seq>,
 }
 
+/// Checks the shape of a send (cid, body) before it goes to a Conversation actor; the
+/// HTTP handlers and the sessions both call it.
+pub fn check_send(cid: &str, body: &str, max_bytes: usize) -> Result<(), ChatError> {
+    let bad = |msg: &str| Err(ChatError::new(ErrorCode::BadRequest, msg));
+    if !chat_wire::valid_cid(cid) {
+        return bad("cid must be 1..64 of [A-Za-z0-9_-]");
+    }
+    if body.is_empty() {
+        return bad("body must not be empty");
+    }
+    if !chat_wire::storable_text(body) {
+        return bad("body must not contain NUL characters");
+    }
+    if body.len() > max_bytes {
+        return Err(ChatError::new(
+            ErrorCode::TooLarge,
+            format!("body is larger than {max_bytes} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// Shared by every handler and session of a node. Cheap to clone.
 #[derive(Clone)]
 pub struct Chat {

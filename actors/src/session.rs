@@ -7,11 +7,11 @@
 
 use crate::messages::{Attach, CloseWith, Detach, NewAudiences, Push, SessionId};
 use crate::registry::Registry;
-use crate::service::{Chat, ChatError, SendCommand};
+use crate::service::{check_send, Chat, ChatError, SendCommand};
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
-use chat_wire::{valid_cid, ClientFrame, ConvId, ErrorCode, ServerFrame, UserId};
+use chat_wire::{ClientFrame, ConvId, ErrorCode, ServerFrame, UserId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -292,7 +292,7 @@ impl Session {
             ClientFrame::Sync { .. } => Some("sync".to_string()),
             ClientFrame::Typing { .. } => Some("typing".to_string()),
         };
-        if reference.is_some() && !self.admit_frame(reference, ctx) {
+        if reference.is_some() && !self.admit_frame(reference.clone(), ctx) {
             return;
         }
         match frame {
@@ -303,7 +303,18 @@ impl Session {
                 body,
                 tier,
                 reply_to,
-            } => self.send(conv, cid, body, tier, reply_to, ctx),
+            } => {
+                let cmd = SendCommand {
+                    sender: self.user,
+                    session: Some(self.id),
+                    conv,
+                    cid,
+                    body,
+                    tier,
+                    reply_to,
+                };
+                self.send(cmd, reference, ctx)
+            }
             ClientFrame::Read { conv, seq } => {
                 let (chat, user, audiences) =
                     (self.chat.clone(), self.user, self.audiences.clone());
@@ -312,7 +323,7 @@ impl Session {
                 // registry; only a refusal is answered here.
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
                     if let Err(e) = res {
-                        act.error(&e, Some("read".into()), ctx);
+                        act.error(&e, reference, ctx);
                     }
                 }));
             }
@@ -322,7 +333,7 @@ impl Session {
                 let fut = async move { chat.sync(user, &audiences, &cursors, limit).await };
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
                     Ok(r) => act.frame(&ServerFrame::from(r), ctx),
-                    Err(e) => act.error(&e, Some("sync".into()), ctx),
+                    Err(e) => act.error(&e, reference, ctx),
                 }));
             }
             ClientFrame::Typing { conv } => {
@@ -330,74 +341,21 @@ impl Session {
                 let fut = async move { chat.typing(user, conv).await };
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
                     if let Err(e) = res {
-                        act.error(&e, Some("typing".into()), ctx);
+                        act.error(&e, reference, ctx);
                     }
                 }));
             }
         }
     }
 
-    fn send(
-        &mut self,
-        conv: ConvId,
-        cid: String,
-        body: String,
-        tier: Option<chat_wire::Tier>,
-        reply_to: Option<chat_wire::Seq>,
-        ctx: &mut Context<Self>,
-    ) {
-        let reference = Some(cid.chars().take(64).collect::<String>());
-        let reject = |code, msg: &str| ChatError::new(code, msg);
+    fn send(&mut self, cmd: SendCommand, reference: Option<String>, ctx: &mut Context<Self>) {
         if self.closing.is_some() {
-            return self.error(
-                &reject(ErrorCode::Unavailable, "node is draining; reconnect"),
-                reference,
-                ctx,
-            );
+            let err = ChatError::new(ErrorCode::Unavailable, "node is draining; reconnect");
+            return self.error(&err, reference, ctx);
         }
-        if !valid_cid(&cid) {
-            return self.error(
-                &reject(ErrorCode::BadRequest, "cid must be 1..64 of [A-Za-z0-9_-]"),
-                reference,
-                ctx,
-            );
+        if let Err(e) = check_send(&cmd.cid, &cmd.body, self.cfg.max_message_bytes) {
+            return self.error(&e, reference, ctx);
         }
-        if !chat_wire::storable_text(&body) {
-            return self.error(
-                &reject(
-                    ErrorCode::BadRequest,
-                    "body must not contain NUL characters",
-                ),
-                reference,
-                ctx,
-            );
-        }
-        if body.is_empty() {
-            return self.error(
-                &reject(ErrorCode::BadRequest, "body must not be empty"),
-                reference,
-                ctx,
-            );
-        }
-        if body.len() > self.cfg.max_message_bytes {
-            return self.error(
-                &reject(
-                    ErrorCode::TooLarge,
-                    "body is larger than limits.max_message_bytes",
-                ),
-                reference,
-                ctx,
-            );
-        }
-        let cmd = SendCommand {
-            sender: self.user,
-            session: Some(self.id),
-            conv,
-            cid,
-            body,
-            tier,
-            reply_to,
-        };
         self.in_flight += 1;
         let chat = self.chat.clone();
         let fut = async move { chat.send(cmd).await };

@@ -91,17 +91,15 @@ async fn broadcast_to_a_large_audience_is_one_row_pushed_and_read_like_any_conve
     eprintln!("broadcast to 100,000+ users answered in {took:?}");
 
     // One message row, no row per recipient.
-    let rows: i64 = c
-        .query_one("SELECT count(*) FROM messages WHERE conv = $1", &[&conv])
+    let rows: i64 = db
+        .count("SELECT count(*) FROM messages WHERE conv = $1", conv)
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     assert_eq!(rows, 1);
-    let cursors: i64 = c
-        .query_one("SELECT count(*) FROM members WHERE conv = $1", &[&conv])
+    let cursors: i64 = db
+        .count("SELECT count(*) FROM members WHERE conv = $1", conv)
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     assert_eq!(cursors, 0);
     // The same cid again: same seq, still one row.
     let (s, again) = api2
@@ -153,11 +151,10 @@ async fn broadcast_to_a_large_audience_is_one_row_pushed_and_read_like_any_conve
         (s, r["unread"].as_i64(), r["total_unread"].as_i64()),
         (200, Some(0), Some(0))
     );
-    let cursors: i64 = c
-        .query_one("SELECT count(*) FROM members WHERE conv = $1", &[&conv])
+    let cursors: i64 = db
+        .count("SELECT count(*) FROM members WHERE conv = $1", conv)
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     assert_eq!(cursors, 1, "a cursor row on first read");
 
     // A non-matching user never sees it.
@@ -195,11 +192,10 @@ async fn broadcast_to_a_large_audience_is_one_row_pushed_and_read_like_any_conve
     on.send(conv, "ws-mine").await.unwrap();
     on.pump(Duration::from_millis(500)).await.unwrap();
     assert!(on.acked.is_empty(), "no ack for a send into a broadcast");
-    let rows: i64 = c
-        .query_one("SELECT count(*) FROM messages WHERE conv = $1", &[&conv])
+    let rows: i64 = db
+        .count("SELECT count(*) FROM messages WHERE conv = $1", conv)
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
     assert_eq!(rows, 1);
 
     // Attributes change: "later" joins the audience from its next request, and its

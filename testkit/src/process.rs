@@ -79,6 +79,11 @@ impl TestDb {
         Ok(client)
     }
 
+    /// `SELECT count(*)` of a query whose one parameter is a conversation id.
+    pub async fn count(&self, sql: &str, conv: i64) -> Result<i64> {
+        Ok(self.client().await?.query_one(sql, &[&conv]).await?.get(0))
+    }
+
     pub async fn drop_now(self) -> Result<()> {
         admin()
             .await?

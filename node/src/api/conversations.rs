@@ -14,7 +14,7 @@ use chat_wire::http::{
     ReadRequest, ReadResponse, SendRequest, SendResponse, SyncRequest, SyncResponse,
     UnreadResponse,
 };
-use chat_wire::{storable_text, valid_cid, ConvId, Conversation, ErrorBody, Seq, UserId};
+use chat_wire::{storable_text, ConvId, Conversation, ErrorBody, Seq, UserId};
 
 /// Longest group title, in characters.
 const MAX_TITLE: usize = 200;
@@ -189,24 +189,8 @@ pub async fn history(
 
 /// Checks the shape of a send; the conversation actor checks the rest.
 pub(crate) fn check_send(state: &AppState, cid: &str, body: &str) -> Result<(), ApiError> {
-    if !valid_cid(cid) {
-        return Err(ApiError::bad_request("cid must be 1..64 of [A-Za-z0-9_-]"));
-    }
-    if body.is_empty() {
-        return Err(ApiError::bad_request("body must not be empty"));
-    }
-    if !storable_text(body) {
-        return Err(ApiError::bad_request(
-            "body must not contain NUL characters",
-        ));
-    }
-    if body.len() > state.settings.limits.max_message_bytes {
-        return Err(ApiError::too_large(format!(
-            "body is larger than {} bytes",
-            state.settings.limits.max_message_bytes
-        )));
-    }
-    Ok(())
+    chat_actors::service::check_send(cid, body, state.settings.limits.max_message_bytes)
+        .map_err(ApiError::from)
 }
 
 /// Sends a message. 201 once committed; the same `cid` again answers 200 with the

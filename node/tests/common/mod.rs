@@ -57,11 +57,9 @@ pub fn now() -> i64 {
 
 /// Number of stored message rows of a conversation.
 pub async fn rows(db: &TestDb, conv: i64) -> i64 {
-    let c = db.client().await.expect("db client");
-    c.query_one("SELECT count(*) FROM messages WHERE conv = $1", &[&conv])
+    db.count("SELECT count(*) FROM messages WHERE conv = $1", conv)
         .await
         .expect("count")
-        .get(0)
 }
 
 pub fn code(body: &Value) -> &str {
