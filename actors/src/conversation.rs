@@ -1,24 +1,30 @@
 //! The Conversation actor: this node's single writer for one conversation.
 //!
-//! Sends that arrive while a write is in flight wait in `pending` and go to Postgres
+//! Sends that arrive while a write is in flight wait in its [`GroupCommit`] queue and go to Postgres
 //! together in the next transaction (group commit). Only after commit does the actor
 //! answer the senders, publish each message once on the bus, and push it to the local
 //! member sessions. Pushes leave in seq order: a message that overtakes an earlier one
 //! (committed by another node and not yet heard of) waits briefly, then the gap is
 //! filled from Postgres.
 
+use crate::batch::GroupCommit;
+use crate::error::ChatError;
 use crate::messages::{
     ConversationIdle, FanoutAudience, FanoutUsers, Receipt, RefreshMembers, Remote, SessionId,
     StopConversation, SubmitSend, Typing,
 };
+use crate::metrics as m;
+use crate::ordering::{GapRead, PushOrder, Step, Timer};
 use crate::registry::Registry;
-use crate::service::{Accepted, ChatError};
+use crate::service::Accepted;
 use actix::prelude::*;
 use bytestring::ByteString;
 use chat_bus::{Bus, Channel, Event};
-use chat_store::{Appended, NewMessage, Store};
-use chat_wire::{ConvId, ConversationKind, ErrorCode, Message, Seq, ServerFrame, UserId};
-use std::collections::{BTreeMap, HashSet};
+use chat_store::{Appended, NewMessage, Store, StoreError};
+use chat_wire::{
+    AudienceKey, ConvId, ConversationKind, ErrorCode, Message, Seq, ServerFrame, UserId,
+};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,17 +35,22 @@ const MAX_BATCH: usize = 512;
 /// How long an overtaking message waits for the one before it before the gap is
 /// filled from Postgres.
 const GAP_WAIT: Duration = Duration::from_millis(300);
-/// Most messages fetched to fill one gap; a wider gap is skipped (clients sync).
-const MAX_GAP_FILL: i64 = 200;
 /// How often the actor checks whether it is idle, and after how long it offers to stop.
 const IDLE_CHECK: Duration = Duration::from_secs(15);
 const IDLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Where the answer of one send of a batch goes: its session (skipped by the push) and
+/// its caller.
+type Waiter = (
+    Option<SessionId>,
+    tokio::sync::oneshot::Sender<Result<Accepted, ChatError>>,
+);
 
 /// What the actor knows of its conversation once loaded.
 #[derive(Clone)]
 struct Loaded {
     kind: ConversationKind,
-    audience: Option<String>,
+    audience: Option<AudienceKey>,
     members: Arc<[UserId]>,
     member_set: HashSet<UserId>,
 }
@@ -53,14 +64,11 @@ pub struct Conversation {
     /// `Ok` once loaded; the error every send gets when the conversation could not be
     /// loaded (it does not exist, or Postgres is down).
     loaded: Result<Loaded, ChatError>,
-    pending: Vec<SubmitSend>,
-    writing: bool,
+    commits: GroupCommit<SubmitSend>,
     stop_requested: bool,
     last_activity: Instant,
-    /// The next seq to push to local sessions; set by the first message seen.
-    next_push: Option<i64>,
-    /// Committed messages waiting for an earlier seq, with the session to skip.
-    held: BTreeMap<i64, (Message, Option<SessionId>)>,
+    /// Committed messages in seq order, each with the session to skip (its sender's).
+    order: PushOrder<(Message, Option<SessionId>)>,
     gap_timer: Option<SpawnHandle>,
 }
 
@@ -72,12 +80,10 @@ impl Conversation {
             registry,
             bus,
             loaded: Err(ChatError::unavailable()),
-            pending: Vec::new(),
-            writing: false,
+            commits: GroupCommit::new(MAX_BATCH),
             stop_requested: false,
             last_activity: Instant::now(),
-            next_push: None,
-            held: BTreeMap::new(),
+            order: PushOrder::new(),
             gap_timer: None,
         }
     }
@@ -87,7 +93,7 @@ impl Conversation {
         let id = self.id;
         async move {
             let Some((kind, audience)) = store.conversation_kind(id).await? else {
-                return Err(ChatError::not_found());
+                return Err(ChatError::conversation_not_found());
             };
             let members = if kind == ConversationKind::Broadcast {
                 Vec::new()
@@ -125,7 +131,14 @@ impl Conversation {
 
     /// A write in flight, sends waiting, or messages held for an earlier seq.
     fn busy(&self) -> bool {
-        self.writing || !self.pending.is_empty() || !self.held.is_empty()
+        self.commits.is_busy() || self.order.is_holding()
+    }
+
+    /// Stops now if a stop was asked for and nothing is held.
+    fn stop_if_asked(&self, ctx: &mut Context<Self>) {
+        if self.stop_requested && !self.busy() {
+            ctx.stop();
+        }
     }
 
     /// Whether `sender` may post here.
@@ -146,23 +159,15 @@ impl Conversation {
 
     /// Stores what is pending in one transaction, unless a write is in flight.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.pending.is_empty() {
+        let Some(batch) = self.commits.start() else {
             return;
-        }
-        let take = self.pending.len().min(MAX_BATCH);
-        let batch: Vec<SubmitSend> = self.pending.drain(..take).collect();
-        let rows: Vec<NewMessage> = batch
-            .iter()
-            .map(|s| NewMessage {
-                sender: s.sender,
-                cid: s.cid.clone(),
-                body: s.body.clone(),
-                tier: s.tier,
-                reply_to: s.reply_to,
-            })
-            .collect();
-        self.writing = true;
-        metrics::histogram!("chat_group_commit_batch_size").record(rows.len() as f64);
+        };
+        // The rows move into the write and the answers stay here: nothing is copied.
+        let (rows, waiters): (Vec<NewMessage>, Vec<Waiter>) = batch
+            .into_iter()
+            .map(|s| (s.cmd.message, (s.cmd.session, s.reply)))
+            .unzip();
+        metrics::histogram!(m::GROUP_COMMIT_BATCH_SIZE).record(rows.len() as f64);
         let store = self.store.clone();
         let conv = self.id;
         let started = Instant::now();
@@ -171,22 +176,16 @@ impl Conversation {
         let fut = async move {
             match tokio::time::timeout(APPEND_TIMEOUT, store.append(conv, &rows)).await {
                 Ok(r) => r,
-                Err(_) => Err(chat_store::StoreError::Unavailable(
-                    "append timed out".into(),
-                )),
+                Err(_) => Err(StoreError::Unavailable("append timed out".into())),
             }
         }
         .into_actor(self)
         .map(move |result, act, ctx| {
-            metrics::histogram!("chat_store_append_seconds")
-                .record(started.elapsed().as_secs_f64());
-            act.writing = false;
-            act.committed(batch, result, ctx);
-            if act.stop_requested && !act.busy() {
-                ctx.stop();
-            } else {
-                act.flush(ctx);
-            }
+            metrics::histogram!(m::STORE_APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+            act.commits.finished();
+            act.committed(waiters, result, ctx);
+            act.stop_if_asked(ctx);
+            act.flush(ctx);
         });
         ctx.spawn(fut);
     }
@@ -194,25 +193,25 @@ impl Conversation {
     /// Answers the senders of a written batch, then publishes and pushes what is new.
     fn committed(
         &mut self,
-        batch: Vec<SubmitSend>,
-        result: Result<Vec<Appended>, chat_store::StoreError>,
+        waiters: Vec<Waiter>,
+        result: Result<Vec<Appended>, StoreError>,
         ctx: &mut Context<Self>,
     ) {
         let outcomes = match result {
             Ok(o) => o,
             Err(e) => {
                 let err = ChatError::from(e);
-                for s in batch {
-                    let _ = s.reply.send(Err(err.clone()));
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(err.clone()));
                 }
                 return;
             }
         };
         let mut fresh = Vec::new();
-        for (send, outcome) in batch.into_iter().zip(outcomes) {
+        for ((session, reply), outcome) in waiters.into_iter().zip(outcomes) {
             let answer = match outcome {
                 Appended::Stored(m) => {
-                    fresh.push((m.clone(), send.session));
+                    fresh.push((m.clone(), session));
                     Ok(Accepted {
                         message: m,
                         duplicate: false,
@@ -221,9 +220,9 @@ impl Conversation {
                 Appended::Duplicate(m) => {
                     // Stored by an earlier write whose answer was lost (the commit
                     // went through but the connection did not): if it was never
-                    // pushed here, push it now. Pushes at or past `next_push` are new.
-                    if self.next_push.is_some_and(|n| m.seq.0 >= n) {
-                        fresh.push((m.clone(), send.session));
+                    // pushed here, push it now. Seqs not behind the push order are new.
+                    if self.order.is_ahead(m.seq.0) {
+                        fresh.push((m.clone(), session));
                     }
                     Ok(Accepted {
                         message: m,
@@ -236,9 +235,9 @@ impl Conversation {
                 )),
             };
             if answer.is_ok() {
-                metrics::counter!("chat_sends_acked_total").increment(1);
+                metrics::counter!(m::SENDS_ACKED_TOTAL).increment(1);
             }
-            let _ = send.reply.send(answer);
+            let _ = reply.send(answer);
         }
         let channel = self.channel();
         for (m, session) in fresh {
@@ -259,64 +258,52 @@ impl Conversation {
 
     /// Queues a committed message for an in-order push.
     fn deliver(&mut self, m: Message, skip: Option<SessionId>, ctx: &mut Context<Self>) {
-        let seq = m.seq.0;
-        let next = *self.next_push.get_or_insert(seq);
-        if seq < next {
-            return; // pushed already (or skipped as part of a gap)
-        }
-        self.held.insert(seq, (m, skip));
-        self.release(ctx);
+        let step = self.order.arrived(m.seq.0, (m, skip));
+        self.apply(step, ctx);
     }
 
-    /// Pushes every held message that is next in line; arms the gap timer otherwise.
-    fn release(&mut self, ctx: &mut Context<Self>) {
-        while let Some(next) = self.next_push {
-            let Some((m, skip)) = self.held.remove(&next) else {
-                break;
-            };
+    /// Carries out what the push order decided: pushes, the gap timer, a gap read.
+    fn apply(&mut self, step: Step<(Message, Option<SessionId>)>, ctx: &mut Context<Self>) {
+        for (m, skip) in step.push {
             self.push(ServerFrame::Msg(m), skip, None);
-            self.next_push = Some(next + 1);
         }
-        if self.held.is_empty() {
-            if let Some(h) = self.gap_timer.take() {
-                ctx.cancel_future(h);
+        match step.timer {
+            Timer::Keep => {}
+            Timer::Arm => {
+                self.gap_timer = Some(ctx.run_later(GAP_WAIT, |act, ctx| {
+                    act.gap_timer = None;
+                    let step = act.order.timer_fired();
+                    act.apply(step, ctx);
+                }));
             }
-            if self.stop_requested && !self.busy() {
-                ctx.stop();
+            Timer::Cancel => {
+                if let Some(h) = self.gap_timer.take() {
+                    ctx.cancel_future(h);
+                }
             }
-        } else if self.gap_timer.is_none() {
-            self.gap_timer = Some(ctx.run_later(GAP_WAIT, |act, ctx| act.fill_gap(ctx)));
         }
+        if let Some(read) = step.read {
+            self.read_gap(read, ctx);
+        }
+        self.stop_if_asked(ctx);
     }
 
-    /// Fetches the messages missing before the first held one; skips what stays missing.
-    fn fill_gap(&mut self, ctx: &mut Context<Self>) {
-        self.gap_timer = None;
-        let (Some(from), Some(&upto)) = (self.next_push, self.held.keys().next()) else {
-            return;
-        };
+    /// Reads the messages of a gap from Postgres and hands them to the push order.
+    fn read_gap(&mut self, read: GapRead, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let conv = self.id;
-        let want = (upto - from).clamp(1, MAX_GAP_FILL);
+        let GapRead { upto, want, .. } = read;
         let fut = async move { store.history(conv, Seq(upto), want, Seq(upto)).await }
             .into_actor(self)
             .map(move |res, act, ctx| {
-                if let Ok((messages, _)) = res {
-                    for m in messages {
-                        if act.next_push.is_some_and(|n| m.seq.0 >= n) {
-                            act.held.entry(m.seq.0).or_insert((m, None));
-                        }
-                    }
-                }
-                // Whatever is still missing has expired or cannot be had: move on.
-                if let Some(&first) = act.held.keys().next() {
-                    if act.next_push.is_some_and(|n| first > n)
-                        && !act.held.contains_key(&act.next_push.unwrap_or(first))
-                    {
-                        act.next_push = Some(first);
-                    }
-                }
-                act.release(ctx);
+                let found = res.ok().map(|(messages, _)| {
+                    messages
+                        .into_iter()
+                        .map(|m| (m.seq.0, (m, None)))
+                        .collect::<Vec<_>>()
+                });
+                let step = act.order.filled(found);
+                act.apply(step, ctx);
             });
         ctx.spawn(fut);
     }
@@ -363,11 +350,11 @@ impl Handler<SubmitSend> for Conversation {
 
     fn handle(&mut self, msg: SubmitSend, ctx: &mut Self::Context) {
         self.last_activity = Instant::now();
-        if let Err(e) = self.check_sender(msg.sender) {
+        if let Err(e) = self.check_sender(msg.cmd.message.sender) {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        self.pending.push(msg);
+        self.commits.push(msg);
         self.flush(ctx);
     }
 }
@@ -427,8 +414,10 @@ impl Handler<Remote> for Conversation {
     fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
         self.last_activity = Instant::now();
         match msg.event {
-            Event::Message { message } if message.conv == self.id => {
-                self.deliver(message, None, ctx)
+            Event::Message { message } => {
+                if message.conv == self.id {
+                    self.deliver(message, None, ctx)
+                }
             }
             Event::Read { user, seq, .. } => self.push(
                 ServerFrame::Read {
@@ -447,7 +436,8 @@ impl Handler<Remote> for Conversation {
                 None,
                 Some(user),
             ),
-            _ => {}
+            // Events of a user's channel: the registry handles them, never sent here.
+            Event::Unread { .. } | Event::Joined { .. } | Event::AttributesChanged { .. } => {}
         }
     }
 }

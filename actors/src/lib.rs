@@ -9,14 +9,24 @@
 //!   subscriptions.
 //! - [`maintenance`]: partition upkeep by whichever node holds the advisory lock.
 //!
+//! The logic that decides (push order with held messages and gap reads, group-commit
+//! batching, the rate limit's token bucket, the socket writer's close paths) lives in
+//! plain types ([`ordering::PushOrder`], [`batch::GroupCommit`], [`session::Bucket`],
+//! [`session::writer`]) that the actors drive, each unit-tested on its own.
+//!
 //! [`service::Chat`] is the one entry point for the HTTP handlers and the sessions, so
 //! an HTTP send and a WebSocket send take the same path.
 
+pub mod batch;
 pub mod conversation;
+pub mod error;
 pub mod maintenance;
 pub mod messages;
+pub mod metrics;
+pub mod ordering;
 pub mod registry;
 pub mod service;
 pub mod session;
 
-pub use service::{Chat, ChatError};
+pub use error::ChatError;
+pub use service::Chat;

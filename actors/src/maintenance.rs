@@ -1,11 +1,11 @@
 //! Retention upkeep: creates message partitions ahead of time and drops the ones whose
-//! messages have all expired. Exactly one node does it at a time: whichever holds a
-//! session-level Postgres advisory lock on its own connection. When that node dies,
-//! Postgres ends its session, the lock is free, and the next node to try takes over.
+//! messages have all expired. Exactly one node does it at a time: whichever holds the
+//! store's [`UpkeepLease`] (a session-level Postgres advisory lock on its own
+//! connection). When that node dies, Postgres ends its session, the lock is free, and
+//! the next node to try takes over.
 
-use chat_store::Retention;
+use chat_store::{Retention, UpkeepLease};
 use std::time::Duration;
-use tokio_postgres::NoTls;
 
 /// What upkeep needs to know.
 #[derive(Debug, Clone)]
@@ -16,9 +16,6 @@ pub struct UpkeepConfig {
     pub partition_width: Duration,
     pub retention: Retention,
 }
-
-/// Advisory lock key of the upkeep leader.
-pub const UPKEEP_LOCK: i64 = 0x0063_6861_7475_706b; // "chatupk"
 
 /// How many partition ranges to keep created ahead of now: enough to cover two upkeep
 /// intervals, and at least three.
@@ -31,48 +28,37 @@ pub fn partitions_ahead(width: Duration, interval: Duration) -> u32 {
 pub async fn run(store: chat_store::Store, cfg: UpkeepConfig) {
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lock_conn: Option<tokio_postgres::Client> = None;
+    let mut lease: Option<UpkeepLease> = None;
     loop {
         tick.tick().await;
-        if lock_conn.as_ref().is_some_and(|c| c.is_closed()) {
-            lock_conn = None;
+        if lease.as_ref().is_some_and(UpkeepLease::is_lost) {
+            lease = None;
             metrics::gauge!("chat_upkeep_leader").set(0.0);
             tracing::warn!("upkeep leadership lost with its connection");
         }
-        if lock_conn.is_none() {
-            lock_conn = try_lead(&cfg).await;
-            if lock_conn.is_some() {
+        if lease.is_none() {
+            lease = try_lead(&cfg).await;
+            if lease.is_some() {
                 metrics::gauge!("chat_upkeep_leader").set(1.0);
                 tracing::info!(node = %cfg.node, "this node now runs retention upkeep");
             }
         }
-        if lock_conn.is_none() {
+        if lease.is_none() {
             continue;
         }
         upkeep(&store, &cfg).await;
     }
 }
 
-/// Connects and tries the lock; the connection (and so the lock) is kept while leading.
-async fn try_lead(cfg: &UpkeepConfig) -> Option<tokio_postgres::Client> {
-    let mut pg: tokio_postgres::Config = cfg.database_url.parse().ok()?;
-    pg.application_name(format!("chat-upkeep:{}", cfg.node));
-    pg.connect_timeout(Duration::from_secs(5));
-    let (client, conn) = match pg.connect(NoTls).await {
-        Ok(c) => c,
+/// Tries to become the leader; the lease (and so the lock) is kept while leading.
+async fn try_lead(cfg: &UpkeepConfig) -> Option<UpkeepLease> {
+    match UpkeepLease::try_acquire(&cfg.database_url, &cfg.node).await {
+        Ok(lease) => lease,
         Err(e) => {
             tracing::warn!(error = %e, "upkeep cannot reach postgres");
-            return None;
+            None
         }
-    };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&UPKEEP_LOCK])
-        .await
-        .ok()?;
-    row.try_get::<_, bool>(0).ok()?.then_some(client)
+    }
 }
 
 async fn upkeep(store: &chat_store::Store, cfg: &UpkeepConfig) {

@@ -1,17 +1,25 @@
 //! Messages between actors. Each is a documented type with named fields.
 
 use crate::conversation::Conversation;
-use crate::service::{Accepted, ChatError};
+use crate::error::ChatError;
+use crate::service::{Accepted, SendCommand};
 use crate::session::Session;
 use actix::prelude::*;
 use bytestring::ByteString;
 use chat_bus::{BusNotice, Event};
-use chat_wire::{ConvId, Seq, Tier, UserId};
+use chat_wire::{AudienceKey, CloseCode, ConvId, Seq, UserId};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// A connection's id, unique within this node's lifetime.
-pub type SessionId = u64;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Asks the registry to admit one more connection of `user` (refused past
 /// `limits.max_connections_per_user`). Answered with the new session's id.
@@ -38,7 +46,7 @@ pub struct Attach {
     /// Direct and group conversations of the user (bus interest).
     pub conversations: Vec<ConvId>,
     /// Broadcast audiences of the user.
-    pub audiences: Vec<String>,
+    pub audiences: Vec<AudienceKey>,
 }
 
 /// A session is gone (or its upgrade failed after `Admit`).
@@ -85,7 +93,7 @@ pub struct FanoutUsers {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FanoutAudience {
-    pub audience: String,
+    pub audience: AudienceKey,
     pub frame: ByteString,
 }
 
@@ -102,7 +110,7 @@ pub struct Joined {
 #[rtype(result = "()")]
 pub struct AudiencesChanged {
     pub user: UserId,
-    pub audiences: Vec<String>,
+    pub audiences: Vec<AudienceKey>,
 }
 
 /// Begins a graceful drain: every session closes with `code` once its in-flight sends
@@ -110,7 +118,7 @@ pub struct AudiencesChanged {
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Drain {
-    pub code: u16,
+    pub code: CloseCode,
 }
 
 /// How many sessions are open on this node.
@@ -134,7 +142,7 @@ pub struct Push {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseWith {
-    pub code: u16,
+    pub code: CloseCode,
     pub reason: &'static str,
 }
 
@@ -142,7 +150,7 @@ pub struct CloseWith {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct NewAudiences {
-    pub audiences: Arc<Vec<String>>,
+    pub audiences: Arc<Vec<AudienceKey>>,
 }
 
 /// A send for a Conversation actor: stored with the next group commit, then answered
@@ -150,13 +158,7 @@ pub struct NewAudiences {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SubmitSend {
-    pub sender: UserId,
-    /// The sending connection, which gets the ack instead of a `msg` copy.
-    pub session: Option<SessionId>,
-    pub cid: String,
-    pub body: String,
-    pub tier: Option<Tier>,
-    pub reply_to: Option<Seq>,
+    pub cmd: SendCommand,
     pub reply: oneshot::Sender<Result<Accepted, ChatError>>,
 }
 

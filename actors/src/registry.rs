@@ -8,11 +8,12 @@
 
 use crate::conversation::Conversation;
 use crate::messages::*;
+use crate::metrics as m;
 use crate::session::Session;
 use actix::prelude::*;
 use chat_bus::{Bus, BusNotice, Channel, Event};
 use chat_store::Store;
-use chat_wire::{ConvId, ServerFrame, UserId};
+use chat_wire::{AudienceKey, CloseCode, ConvId, ServerFrame, UserId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use std::sync::Arc;
 struct Online {
     sessions: HashMap<SessionId, Addr<Session>>,
     conversations: HashSet<ConvId>,
-    audiences: Vec<String>,
+    audiences: Vec<AudienceKey>,
 }
 
 /// The Registry actor. See the module documentation.
@@ -32,14 +33,14 @@ pub struct Registry {
     /// Arbiters Conversation actors are spread over (round-robin).
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
-    next_session: SessionId,
+    next_session: u64,
     /// Connections admitted but not yet attached, per user.
     admitted: HashMap<UserId, usize>,
     users: HashMap<UserId, Online>,
     conversations: HashMap<ConvId, Addr<Conversation>>,
     /// Online users per conversation / audience: the bus interest.
     conv_interest: HashMap<ConvId, usize>,
-    audience_users: HashMap<String, HashSet<UserId>>,
+    audience_users: HashMap<AudienceKey, HashSet<UserId>>,
     /// Online users with 1, 2, 3 and 4+ sessions here (a metric).
     by_sessions: [u64; 4],
     draining: bool,
@@ -86,7 +87,7 @@ impl Registry {
             Conversation::start_in_arbiter(arbiter, make)
         };
         self.conversations.insert(conv, addr.clone());
-        metrics::gauge!("chat_conversation_actors").set(self.conversations.len() as f64);
+        metrics::gauge!(m::CONVERSATION_ACTORS).set(self.conversations.len() as f64);
         addr
     }
 
@@ -118,7 +119,7 @@ impl Registry {
         }
     }
 
-    fn join_audiences(&mut self, user: UserId, audiences: &[String]) {
+    fn join_audiences(&mut self, user: UserId, audiences: &[AudienceKey]) {
         for a in audiences {
             let set = self.audience_users.entry(a.clone()).or_default();
             if set.insert(user) && set.len() == 1 {
@@ -127,7 +128,7 @@ impl Registry {
         }
     }
 
-    fn leave_audiences(&mut self, user: UserId, audiences: &[String]) {
+    fn leave_audiences(&mut self, user: UserId, audiences: &[AudienceKey]) {
         for a in audiences {
             if let Some(set) = self.audience_users.get_mut(a) {
                 set.remove(&user);
@@ -163,7 +164,7 @@ impl Registry {
                 }
             }
         }
-        metrics::counter!("chat_deliveries_total").increment(n);
+        metrics::counter!(m::DELIVERIES_TOTAL).increment(n);
     }
 
     fn session_count(&self) -> usize {
@@ -171,11 +172,10 @@ impl Registry {
     }
 
     fn update_gauges(&self) {
-        metrics::gauge!("chat_open_connections").set(self.session_count() as f64);
-        metrics::gauge!("chat_online_users").set(self.users.len() as f64);
-        for (i, label) in ["1", "2", "3", "4+"].iter().enumerate() {
-            metrics::gauge!("chat_users_by_sessions", "sessions" => *label)
-                .set(self.by_sessions[i] as f64);
+        metrics::gauge!(m::OPEN_CONNECTIONS).set(self.session_count() as f64);
+        metrics::gauge!(m::ONLINE_USERS).set(self.users.len() as f64);
+        for (label, n) in m::SESSION_BUCKETS.iter().zip(self.by_sessions) {
+            metrics::gauge!(m::USERS_BY_SESSIONS, "sessions" => *label).set(n as f64);
         }
     }
 
@@ -211,7 +211,7 @@ impl Handler<Admit> for Registry {
             return Err(Refused::TooManyConnections);
         }
         *self.admitted.entry(msg.user).or_insert(0) += 1;
-        let id = self.next_session;
+        let id = SessionId(self.next_session);
         self.next_session += 1;
         Ok(id)
     }
@@ -267,7 +267,7 @@ impl Handler<Attach> for Registry {
         }
         if self.draining {
             msg.addr.do_send(CloseWith {
-                code: 1012,
+                code: CloseCode::Draining,
                 reason: "node draining",
             });
         }
@@ -326,7 +326,7 @@ impl Handler<ConversationIdle> for Registry {
     fn handle(&mut self, msg: ConversationIdle, _ctx: &mut Self::Context) {
         if self.conversations.get(&msg.conv) == Some(&msg.addr) {
             self.conversations.remove(&msg.conv);
-            metrics::gauge!("chat_conversation_actors").set(self.conversations.len() as f64);
+            metrics::gauge!(m::CONVERSATION_ACTORS).set(self.conversations.len() as f64);
         }
         msg.addr.do_send(StopConversation);
     }
@@ -425,60 +425,7 @@ impl Handler<FromBus> for Registry {
 
     fn handle(&mut self, msg: FromBus, ctx: &mut Self::Context) {
         match msg.0 {
-            BusNotice::Event { channel, event } => match (channel, event) {
-                (Channel::Audience(audience), event @ Event::Message { .. })
-                    if self.audience_users.contains_key(&audience) =>
-                {
-                    // Through the broadcast conversation's actor, like any conversation,
-                    // so pushes stay in seq order and gaps are filled once.
-                    if let Event::Message { message } = &event {
-                        let conv = message.conv;
-                        self.conversation(conv, ctx).do_send(Remote { event });
-                    }
-                }
-                (Channel::Conversation(conv), event) if self.conv_interest.contains_key(&conv) => {
-                    self.conversation(conv, ctx).do_send(Remote { event });
-                }
-                (
-                    Channel::User(_),
-                    Event::Unread {
-                        user,
-                        conv,
-                        unread,
-                        total,
-                    },
-                ) => {
-                    let frame = ServerFrame::Unread {
-                        conv,
-                        unread,
-                        total,
-                    }
-                    .to_text()
-                    .into();
-                    self.to_users(&[user], &frame, None, None);
-                }
-                (Channel::User(_), Event::Joined { user, conv }) => {
-                    ctx.notify(Joined {
-                        users: vec![user],
-                        conv,
-                    });
-                }
-                (Channel::User(_), Event::AttributesChanged { user }) => {
-                    let store = self.store.clone();
-                    let fut = async move { store.user(user).await }.into_actor(self).map(
-                        move |res, _act, ctx| {
-                            if let Ok(Some(record)) = res {
-                                ctx.notify(AudiencesChanged {
-                                    user,
-                                    audiences: record.attributes.audiences(),
-                                });
-                            }
-                        },
-                    );
-                    ctx.spawn(fut);
-                }
-                _ => {}
-            },
+            BusNotice::Event { channel, event } => self.bus_event(channel, event, ctx),
             BusNotice::Reconnected => {
                 let frame: bytestring::ByteString = ServerFrame::Resync.to_text().into();
                 for online in self.users.values() {
@@ -490,6 +437,89 @@ impl Handler<FromBus> for Registry {
                 }
             }
             BusNotice::Down => {}
+        }
+    }
+}
+
+impl Registry {
+    /// An event of another node, by the channel it came on. Every pair is named: a new
+    /// kind of event does not compile until it is routed (or dropped on purpose) here.
+    fn bus_event(&mut self, channel: Channel, event: Event, ctx: &mut Context<Self>) {
+        match (channel, event) {
+            // Through the broadcast conversation's actor, like any conversation, so
+            // pushes stay in seq order and gaps are filled once.
+            (Channel::Audience(audience), Event::Message { message }) => {
+                if self.audience_users.contains_key(&audience) {
+                    let conv = message.conv;
+                    let event = Event::Message { message };
+                    self.conversation(conv, ctx).do_send(Remote { event });
+                }
+            }
+            // Audience channels carry messages only.
+            (
+                Channel::Audience(_),
+                Event::Read { .. }
+                | Event::Typing { .. }
+                | Event::Unread { .. }
+                | Event::Joined { .. }
+                | Event::AttributesChanged { .. },
+            ) => {}
+            (
+                Channel::Conversation(conv),
+                event @ (Event::Message { .. } | Event::Read { .. } | Event::Typing { .. }),
+            ) => {
+                if self.conv_interest.contains_key(&conv) {
+                    self.conversation(conv, ctx).do_send(Remote { event });
+                }
+            }
+            // User events travel on user channels.
+            (
+                Channel::Conversation(_),
+                Event::Unread { .. } | Event::Joined { .. } | Event::AttributesChanged { .. },
+            ) => {}
+            (
+                Channel::User(_),
+                Event::Unread {
+                    user,
+                    conv,
+                    unread,
+                    total,
+                },
+            ) => {
+                let frame = ServerFrame::Unread {
+                    conv,
+                    unread,
+                    total,
+                }
+                .to_text()
+                .into();
+                self.to_users(&[user], &frame, None, None);
+            }
+            (Channel::User(_), Event::Joined { user, conv }) => {
+                ctx.notify(Joined {
+                    users: vec![user],
+                    conv,
+                });
+            }
+            (Channel::User(_), Event::AttributesChanged { user }) => {
+                let store = self.store.clone();
+                let fut = async move { store.user(user).await }.into_actor(self).map(
+                    move |res, _act, ctx| {
+                        if let Ok(Some(record)) = res {
+                            ctx.notify(AudiencesChanged {
+                                user,
+                                audiences: record.attributes.audiences(),
+                            });
+                        }
+                    },
+                );
+                ctx.spawn(fut);
+            }
+            // Conversation events travel on conversation channels.
+            (
+                Channel::User(_),
+                Event::Message { .. } | Event::Read { .. } | Event::Typing { .. },
+            ) => {}
         }
     }
 }

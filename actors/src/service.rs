@@ -1,66 +1,18 @@
 //! [`Chat`]: the operations HTTP handlers and sessions share, so both take one path.
 
-use crate::messages::{ConversationFor, Receipt, SessionId, SubmitSend, Typing};
+use crate::error::ChatError;
+use crate::messages::{ConversationFor, FanoutUsers, Receipt, SessionId, SubmitSend, Typing};
 use crate::registry::Registry;
 use actix::Addr;
 use chat_bus::{Bus, Channel, Event};
-use chat_store::{Membership, Store, StoreError};
+use chat_store::{Membership, NewMessage, Store};
 use chat_wire::http::{ReadResponse, SyncResponse};
-use chat_wire::{ConvId, ConversationKind, ErrorCode, Message, Seq, ServerFrame, Tier, UserId};
+use chat_wire::{
+    AudienceKey, ConvId, ConversationKind, Draft, ErrorCode, Message, Seq, ServerFrame, UserId,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
-
-/// An operation refused or failed, with the contract's code. The message is safe to
-/// show a client.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}: {message}", code.as_str())]
-pub struct ChatError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ChatError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ChatError {
-            code,
-            message: message.into(),
-        }
-    }
-    pub fn unavailable() -> Self {
-        Self::new(
-            ErrorCode::Unavailable,
-            "storage is unavailable, retry later",
-        )
-    }
-    pub fn not_member() -> Self {
-        Self::new(
-            ErrorCode::NotMember,
-            "you are not a member of this conversation",
-        )
-    }
-    pub fn not_found() -> Self {
-        Self::new(ErrorCode::NotFound, "conversation not found")
-    }
-}
-
-impl From<StoreError> for ChatError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(what) => {
-                ChatError::new(ErrorCode::NotFound, format!("{what} not found"))
-            }
-            StoreError::Invalid(why) => ChatError::new(ErrorCode::BadRequest, why),
-            StoreError::Conflict(what) => {
-                ChatError::new(ErrorCode::Conflict, format!("{what} is taken"))
-            }
-            StoreError::Unavailable(_) | StoreError::Migration(_) => {
-                tracing::error!(error = %e, "store call failed");
-                ChatError::unavailable()
-            }
-        }
-    }
-}
 
 /// A send that is durable: stored now, or stored before under the same cid.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,38 +21,15 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-/// A send as a client asked for it, validated for shape by the caller.
+/// A send, parsed once at the edge (an HTTP body or a `send` frame) and passed down
+/// unchanged: through the Conversation actor's group commit into the store.
 #[derive(Debug, Clone)]
 pub struct SendCommand {
-    pub sender: UserId,
-    pub session: Option<SessionId>,
     pub conv: ConvId,
-    pub cid: String,
-    pub body: String,
-    pub tier: Option<Tier>,
-    pub reply_to: Option<Seq>,
-}
-
-/// Checks the shape of a send (cid, body) before it goes to a Conversation actor; the
-/// HTTP handlers and the sessions both call it.
-pub fn check_send(cid: &str, body: &str, max_bytes: usize) -> Result<(), ChatError> {
-    let bad = |msg: &str| Err(ChatError::new(ErrorCode::BadRequest, msg));
-    if !chat_wire::valid_cid(cid) {
-        return bad("cid must be 1..64 of [A-Za-z0-9_-]");
-    }
-    if body.is_empty() {
-        return bad("body must not be empty");
-    }
-    if !chat_wire::storable_text(body) {
-        return bad("body must not contain NUL characters");
-    }
-    if body.len() > max_bytes {
-        return Err(ChatError::new(
-            ErrorCode::TooLarge,
-            format!("body is larger than {max_bytes} bytes"),
-        ));
-    }
-    Ok(())
+    /// The sending connection, which gets the ack instead of a `msg` copy.
+    pub session: Option<SessionId>,
+    /// The sender and what it wrote, as the store takes it.
+    pub message: NewMessage,
 }
 
 /// Shared by every handler and session of a node. Cheap to clone.
@@ -109,29 +38,32 @@ pub struct Chat {
     pub store: Store,
     pub registry: Addr<Registry>,
     pub bus: Arc<dyn Bus>,
+    /// Longest message body, in bytes (`limits.max_message_bytes`).
+    pub max_message_bytes: usize,
 }
 
 /// How often a send is retried against a Conversation actor that stopped meanwhile.
 const SEND_ATTEMPTS: usize = 3;
 
 impl Chat {
+    /// Refuses a send of the wrong shape (cid, body, size) before anything is started.
+    pub fn send_shape(&self, draft: &Draft) -> Result<(), ChatError> {
+        Ok(draft.check(self.max_message_bytes)?)
+    }
+
     /// Sends through the conversation's actor (group commit, then fan-out). Resolves
     /// once the message is committed, or with the reason it was not.
     pub async fn send(&self, cmd: SendCommand) -> Result<Accepted, ChatError> {
+        self.send_shape(&cmd.message.draft)?;
         for _ in 0..SEND_ATTEMPTS {
             let addr = self
                 .registry
                 .send(ConversationFor { conv: cmd.conv })
                 .await
-                .map_err(|_| ChatError::new(ErrorCode::Unavailable, "node is shutting down"))?;
+                .map_err(|_| ChatError::draining())?;
             let (tx, rx) = oneshot::channel();
             let submit = SubmitSend {
-                sender: cmd.sender,
-                session: cmd.session,
-                cid: cmd.cid.clone(),
-                body: cmd.body.clone(),
-                tier: cmd.tier,
-                reply_to: cmd.reply_to,
+                cmd: cmd.clone(),
                 reply: tx,
             };
             if addr.try_send(submit).is_err() {
@@ -155,15 +87,15 @@ impl Chat {
     pub async fn read(
         &self,
         user: UserId,
-        audiences: &[String],
+        audiences: &[AudienceKey],
         conv: ConvId,
         seq: Seq,
     ) -> Result<ReadResponse, ChatError> {
         if seq.0 < 0 {
-            return Err(ChatError::new(ErrorCode::BadRequest, "seq must be >= 0"));
+            return Err(ChatError::bad_request("seq must be >= 0"));
         }
         let (kind, before) = match self.store.membership(user, audiences, conv).await? {
-            Membership::NoSuchConversation => return Err(ChatError::not_found()),
+            Membership::NoSuchConversation => return Err(ChatError::conversation_not_found()),
             Membership::NotMember => return Err(ChatError::not_member()),
             Membership::Member { kind, read_seq, .. } => (kind, read_seq),
         };
@@ -175,7 +107,7 @@ impl Chat {
             unread: outcome.unread,
             total,
         };
-        self.registry.do_send(crate::messages::FanoutUsers {
+        self.registry.do_send(FanoutUsers {
             users: Arc::from(vec![user]),
             frame: unread.to_text().into(),
             skip: None,
@@ -217,24 +149,18 @@ impl Chat {
     pub async fn sync(
         &self,
         user: UserId,
-        audiences: &[String],
+        audiences: &[AudienceKey],
         cursors: &BTreeMap<String, i64>,
         limit: Option<i64>,
     ) -> Result<SyncResponse, ChatError> {
         let limit = limit.unwrap_or(100);
         if !(1..=500).contains(&limit) {
-            return Err(ChatError::new(
-                ErrorCode::BadRequest,
-                "limit must be 1..=500",
-            ));
+            return Err(ChatError::bad_request("limit must be 1..=500"));
         }
         let mut parsed = BTreeMap::new();
         for (k, v) in cursors {
             let id: i64 = k.parse().map_err(|_| {
-                ChatError::new(
-                    ErrorCode::BadRequest,
-                    format!("cursor key {k:?} is not a conversation id"),
-                )
+                ChatError::bad_request(format!("cursor key {k:?} is not a conversation id"))
             })?;
             parsed.insert(ConvId(id), Seq(*v));
         }
@@ -247,7 +173,7 @@ impl Chat {
             .registry
             .send(ConversationFor { conv })
             .await
-            .map_err(|_| ChatError::unavailable())?;
+            .map_err(|_| ChatError::draining())?;
         addr.send(Typing { user })
             .await
             .map_err(|_| ChatError::unavailable())?

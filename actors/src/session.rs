@@ -5,26 +5,22 @@
 //! bounded queue to a writer task that owns the `actix_ws::Session`; a client that
 //! does not read fills the queue and is closed with 4001 instead of growing memory.
 
+use crate::error::ChatError;
 use crate::messages::{Attach, CloseWith, Detach, NewAudiences, Push, SessionId};
+use crate::metrics as m;
 use crate::registry::Registry;
-use crate::service::{check_send, Chat, ChatError, SendCommand};
+use crate::service::{Chat, SendCommand};
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use actix_ws::{AggregatedMessage, CloseReason, ProtocolError};
 use bytestring::ByteString;
-use chat_wire::{ClientFrame, ConvId, ErrorCode, ServerFrame, UserId};
+use chat_store::NewMessage;
+use chat_wire::{
+    AudienceKey, ClientFrame, CloseCode, ConvId, ErrorCode, ServerFrame, UserId, MAX_CID_LEN,
+};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-
-/// Close codes of the contract.
-pub mod close {
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const DRAINING: u16 = 1012;
-    pub const SLOW_CONSUMER: u16 = 4001;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL: u16 = 1002;
-}
 
 /// How long the writer keeps trying to deliver a close frame to a client that does
 /// not read before it drops the connection.
@@ -37,27 +33,51 @@ pub struct SessionConfig {
     pub heartbeat: Duration,
     pub sends_per_sec: u32,
     pub outbound_queue: usize,
-    pub max_message_bytes: usize,
 }
 
 /// What the writer task writes.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
     Text(ByteString),
     Pong(bytes::Bytes),
     Close(CloseReason),
 }
 
-fn reason(code: u16, description: &str) -> CloseReason {
+/// A close frame of the contract.
+pub fn close_reason(code: CloseCode, description: &str) -> CloseReason {
     CloseReason {
-        code: CloseCode::from(code),
+        code: actix_ws::CloseCode::from(code.code()),
         description: Some(description.to_string()),
+    }
+}
+
+/// The write half of a WebSocket: `actix_ws::Session` in the node, a recorder in tests.
+pub trait Socket {
+    /// Writes a text frame; `Err` once the connection is gone.
+    fn text(&mut self, text: ByteString) -> impl Future<Output = Result<(), ()>>;
+    fn pong(&mut self, payload: &[u8]) -> impl Future<Output = Result<(), ()>>;
+    /// Writes a close frame (or none) and ends the connection.
+    fn close(self, reason: Option<CloseReason>) -> impl Future<Output = ()>;
+}
+
+impl Socket for actix_ws::Session {
+    async fn text(&mut self, text: ByteString) -> Result<(), ()> {
+        actix_ws::Session::text(self, text).await.map_err(|_| ())
+    }
+
+    async fn pong(&mut self, payload: &[u8]) -> Result<(), ()> {
+        actix_ws::Session::pong(self, payload).await.map_err(|_| ())
+    }
+
+    async fn close(self, reason: Option<CloseReason>) {
+        let _ = actix_ws::Session::close(self, reason).await;
     }
 }
 
 /// Owns the socket's write half: writes queued frames in order; a close sent on
 /// `kill` (slow consumer) skips the queue.
-pub async fn writer(
-    mut ws: actix_ws::Session,
+pub async fn writer<S: Socket>(
+    mut ws: S,
     mut rx: mpsc::Receiver<Outbound>,
     mut kill: oneshot::Receiver<CloseReason>,
 ) {
@@ -81,7 +101,7 @@ pub async fn writer(
             next = rx.recv() => next,
         };
         let Some(out) = next else {
-            let _ = ws.close(None).await;
+            ws.close(None).await;
             return;
         };
         let written = match out {
@@ -119,31 +139,35 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Closes without writing what is queued: the client was not reading it.
-async fn hard_close(ws: actix_ws::Session, reason: CloseReason) {
+async fn hard_close<S: Socket>(ws: S, reason: CloseReason) {
     let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(Some(reason))).await;
 }
 
-/// A token bucket: `rate` sends per second, bursts of `rate`.
-struct Bucket {
+/// A token bucket: `rate` frames per second, bursts of `rate`. Time is passed in, so
+/// it is tested without waiting.
+#[derive(Debug)]
+pub struct Bucket {
     rate: f64,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn new(rate: u32) -> Self {
+    /// A full bucket at `now`.
+    pub fn new(rate: u32, now: Instant) -> Self {
         Bucket {
             rate: f64::from(rate),
             tokens: f64::from(rate),
-            at: Instant::now(),
+            at: now,
         }
     }
 
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
-        self.at = now;
+    /// Takes one token at `now`, if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        self.tokens = (self.tokens
+            + now.saturating_duration_since(self.at).as_secs_f64() * self.rate)
+            .min(self.rate);
+        self.at = self.at.max(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -160,7 +184,7 @@ pub struct Session {
     chat: Chat,
     registry: Addr<Registry>,
     cfg: Arc<SessionConfig>,
-    audiences: Arc<Vec<String>>,
+    audiences: Arc<Vec<AudienceKey>>,
     /// Handed to the registry at start (bus interest), then dropped.
     initial_conversations: Vec<ConvId>,
     out: mpsc::Sender<Outbound>,
@@ -169,7 +193,7 @@ pub struct Session {
     token_expires: Instant,
     bucket: Bucket,
     in_flight: usize,
-    closing: Option<(u16, &'static str)>,
+    closing: Option<(CloseCode, &'static str)>,
     /// Request frames refused in a row by the rate limit.
     limited_streak: u32,
 }
@@ -180,7 +204,7 @@ pub struct SessionParts {
     pub user: UserId,
     pub chat: Chat,
     pub cfg: Arc<SessionConfig>,
-    pub audiences: Vec<String>,
+    pub audiences: Vec<AudienceKey>,
     pub conversations: Vec<ConvId>,
     pub out: mpsc::Sender<Outbound>,
     pub kill: oneshot::Sender<CloseReason>,
@@ -194,7 +218,7 @@ impl Session {
             user: p.user,
             registry: p.chat.registry.clone(),
             chat: p.chat,
-            bucket: Bucket::new(p.cfg.sends_per_sec),
+            bucket: Bucket::new(p.cfg.sends_per_sec, Instant::now()),
             cfg: p.cfg,
             audiences: Arc::new(p.audiences),
             initial_conversations: p.conversations,
@@ -217,10 +241,10 @@ impl Session {
         match self.out.try_send(out) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("chat_slow_consumer_closes_total").increment(1);
-                tracing::info!(user = %self.user, session = self.id, "slow consumer closed");
+                metrics::counter!(m::SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
+                tracing::info!(user = %self.user, session = %self.id, "slow consumer closed");
                 if let Some(kill) = self.kill.take() {
-                    let _ = kill.send(reason(close::SLOW_CONSUMER, "slow consumer"));
+                    let _ = kill.send(close_reason(CloseCode::SlowConsumer, "slow consumer"));
                 }
                 ctx.stop();
             }
@@ -233,7 +257,7 @@ impl Session {
     }
 
     fn error(&mut self, e: &ChatError, reference: Option<String>, ctx: &mut Context<Self>) {
-        metrics::counter!("chat_errors_total", "code" => e.code.as_str()).increment(1);
+        metrics::counter!(m::ERRORS_TOTAL, "code" => e.code.as_str()).increment(1);
         self.frame(
             &ServerFrame::error(e.code, e.message.clone(), reference),
             ctx,
@@ -242,14 +266,14 @@ impl Session {
 
     /// Closes in order: frames queued before the close are written first. With the
     /// queue full, the close skips the queue so its code still reaches the client.
-    fn close(&mut self, code: u16, why: &str, ctx: &mut Context<Self>) {
+    fn close(&mut self, code: CloseCode, why: &str, ctx: &mut Context<Self>) {
         if self
             .out
-            .try_send(Outbound::Close(reason(code, why)))
+            .try_send(Outbound::Close(close_reason(code, why)))
             .is_err()
         {
             if let Some(kill) = self.kill.take() {
-                let _ = kill.send(reason(code, why));
+                let _ = kill.send(close_reason(code, why));
             }
         }
         ctx.stop();
@@ -258,13 +282,13 @@ impl Session {
     /// Takes a token for a request frame. A client that keeps going far past the limit
     /// is closed (1008) instead of being answered frame by frame.
     fn admit_frame(&mut self, reference: Option<String>, ctx: &mut Context<Self>) -> bool {
-        if self.bucket.take() {
+        if self.bucket.take(Instant::now()) {
             self.limited_streak = 0;
             return true;
         }
         self.limited_streak += 1;
         if self.limited_streak > 2 * self.cfg.sends_per_sec.max(10) {
-            self.close(close::POLICY, "rate limit abused", ctx);
+            self.close(CloseCode::Policy, "rate limit abused", ctx);
         } else {
             let err = ChatError::new(ErrorCode::RateLimited, "too many frames; slow down");
             self.error(&err, reference, ctx);
@@ -276,18 +300,18 @@ impl Session {
         // Checked on every frame, not only by the timer: a frame never acts on an
         // expired token.
         if Instant::now() >= self.token_expires {
-            return self.close(close::POLICY, "token expired", ctx);
+            return self.close(CloseCode::Policy, "token expired", ctx);
         }
         let frame = match ClientFrame::parse(text) {
             Ok(f) => f,
             Err(e) => {
-                let err = ChatError::new(ErrorCode::BadRequest, e.message);
+                let err = ChatError::bad_request(e.message);
                 return self.error(&err, e.reference, ctx);
             }
         };
         let reference = match &frame {
             ClientFrame::Ping => None,
-            ClientFrame::Send { cid, .. } => Some(cid.chars().take(64).collect()),
+            ClientFrame::Send { draft, .. } => Some(draft.cid.chars().take(MAX_CID_LEN).collect()),
             ClientFrame::Read { .. } => Some("read".to_string()),
             ClientFrame::Sync { .. } => Some("sync".to_string()),
             ClientFrame::Typing { .. } => Some("typing".to_string()),
@@ -297,21 +321,14 @@ impl Session {
         }
         match frame {
             ClientFrame::Ping => self.frame(&ServerFrame::Pong, ctx),
-            ClientFrame::Send {
-                conv,
-                cid,
-                body,
-                tier,
-                reply_to,
-            } => {
+            ClientFrame::Send { conv, draft } => {
                 let cmd = SendCommand {
-                    sender: self.user,
-                    session: Some(self.id),
                     conv,
-                    cid,
-                    body,
-                    tier,
-                    reply_to,
+                    session: Some(self.id),
+                    message: NewMessage {
+                        sender: self.user,
+                        draft,
+                    },
                 };
                 self.send(cmd, reference, ctx)
             }
@@ -350,10 +367,9 @@ impl Session {
 
     fn send(&mut self, cmd: SendCommand, reference: Option<String>, ctx: &mut Context<Self>) {
         if self.closing.is_some() {
-            let err = ChatError::new(ErrorCode::Unavailable, "node is draining; reconnect");
-            return self.error(&err, reference, ctx);
+            return self.error(&ChatError::draining(), reference, ctx);
         }
-        if let Err(e) = check_send(&cmd.cid, &cmd.body, self.cfg.max_message_bytes) {
+        if let Err(e) = self.chat.send_shape(&cmd.message.draft) {
             return self.error(&e, reference, ctx);
         }
         self.in_flight += 1;
@@ -403,14 +419,14 @@ impl Actor for Session {
         let check = (self.cfg.heartbeat / 2).max(Duration::from_millis(200));
         ctx.run_interval(check, |act, ctx| {
             if act.last_heard.elapsed() > act.cfg.heartbeat * 2 {
-                tracing::debug!(user = %act.user, session = act.id, "heartbeat timeout");
-                act.close(close::GOING_AWAY, "heartbeat timeout", ctx);
+                tracing::debug!(user = %act.user, session = %act.id, "heartbeat timeout");
+                act.close(CloseCode::GoingAway, "heartbeat timeout", ctx);
             }
         });
         // A socket does not outlive its token.
         let left = self.token_expires.saturating_duration_since(Instant::now());
         ctx.run_later(left, |act, ctx| {
-            act.close(close::POLICY, "token expired", ctx)
+            act.close(CloseCode::Policy, "token expired", ctx)
         });
     }
 
@@ -428,7 +444,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
         match item {
             Ok(AggregatedMessage::Text(text)) => self.handle_text(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => {
-                let err = ChatError::new(ErrorCode::BadRequest, "frames are JSON text, not binary");
+                let err = ChatError::bad_request("frames are JSON text, not binary");
                 self.error(&err, None, ctx);
             }
             Ok(AggregatedMessage::Ping(p)) => self.enqueue(Outbound::Pong(p), ctx),
@@ -437,11 +453,11 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
             // Over `limits.max_frame_bytes`, in one frame or aggregated fragments
             // (actix-ws reports an overflow of fragments as an I/O error).
             Err(ProtocolError::Overflow) | Err(ProtocolError::Io(_)) => {
-                self.close(close::TOO_BIG, "frame too large", ctx)
+                self.close(CloseCode::TooBig, "frame too large", ctx)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket protocol error");
-                self.close(close::PROTOCOL, "protocol error", ctx)
+                self.close(CloseCode::Protocol, "protocol error", ctx)
             }
         }
     }
@@ -476,5 +492,211 @@ impl Handler<NewAudiences> for Session {
 
     fn handle(&mut self, msg: NewAudiences, _ctx: &mut Self::Context) {
         self.audiences = msg.audiences;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// What a test socket was asked to write.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Wrote {
+        Text(String),
+        Pong,
+        Close(Option<u16>),
+    }
+
+    /// A socket that records what is written; `stall` makes text writes never finish
+    /// (a client that does not read), `fail` makes them fail (a connection gone).
+    #[derive(Clone, Default)]
+    struct Recorder {
+        log: Rc<RefCell<Vec<Wrote>>>,
+        stall: bool,
+        fail: bool,
+    }
+
+    impl Recorder {
+        fn wrote(&self) -> Vec<Wrote> {
+            self.log.borrow().clone()
+        }
+    }
+
+    impl Socket for Recorder {
+        async fn text(&mut self, text: ByteString) -> Result<(), ()> {
+            if self.stall {
+                std::future::pending::<()>().await;
+            }
+            if self.fail {
+                return Err(());
+            }
+            self.log.borrow_mut().push(Wrote::Text(text.to_string()));
+            Ok(())
+        }
+
+        async fn pong(&mut self, _payload: &[u8]) -> Result<(), ()> {
+            self.log.borrow_mut().push(Wrote::Pong);
+            Ok(())
+        }
+
+        async fn close(self, reason: Option<CloseReason>) {
+            let code = reason.map(|r| u16::from(r.code));
+            self.log.borrow_mut().push(Wrote::Close(code));
+        }
+    }
+
+    fn text(t: &str) -> Outbound {
+        Outbound::Text(ByteString::from(t.to_string()))
+    }
+
+    fn close(code: CloseCode) -> Outbound {
+        Outbound::Close(close_reason(code, "test"))
+    }
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn queued_frames_go_out_before_an_ordinary_close() {
+        let sock = Recorder::default();
+        let (tx, rx) = mpsc::channel(8);
+        let (_kill_tx, kill_rx) = oneshot::channel();
+        for out in [text("a"), Outbound::Pong(bytes::Bytes::new()), text("b")] {
+            let _ = tx.try_send(out);
+        }
+        let _ = tx.try_send(close(CloseCode::Draining));
+        let done = tokio::time::timeout(LIMIT, writer(sock.clone(), rx, kill_rx)).await;
+        assert!(done.is_ok(), "the writer ends after the close");
+        assert_eq!(
+            sock.wrote(),
+            vec![
+                Wrote::Text("a".into()),
+                Wrote::Pong,
+                Wrote::Text("b".into()),
+                Wrote::Close(Some(1012))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_kill_switch_skips_the_queue() {
+        let sock = Recorder::default();
+        let (tx, rx) = mpsc::channel(8);
+        let (kill_tx, kill_rx) = oneshot::channel();
+        let _ = tx.try_send(text("never"));
+        let _ = kill_tx.send(close_reason(CloseCode::SlowConsumer, "slow consumer"));
+        let done = tokio::time::timeout(LIMIT, writer(sock.clone(), rx, kill_rx)).await;
+        assert!(done.is_ok());
+        assert_eq!(sock.wrote(), vec![Wrote::Close(Some(4001))]);
+    }
+
+    #[tokio::test]
+    async fn the_kill_switch_interrupts_a_stalled_write() {
+        let sock = Recorder {
+            stall: true,
+            ..Recorder::default()
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let (kill_tx, kill_rx) = oneshot::channel();
+        let _ = tx.try_send(text("stuck"));
+        let task = tokio::task::LocalSet::new();
+        let log = sock.clone();
+        let handle = task.spawn_local(writer(sock, rx, kill_rx));
+        task.run_until(async {
+            tokio::task::yield_now().await;
+            assert!(log.wrote().is_empty(), "the write is stalled");
+            let _ = kill_tx.send(close_reason(CloseCode::SlowConsumer, "slow consumer"));
+            assert!(tokio::time::timeout(LIMIT, handle).await.is_ok());
+        })
+        .await;
+        assert_eq!(log.wrote(), vec![Wrote::Close(Some(4001))]);
+    }
+
+    #[tokio::test]
+    async fn after_the_actor_is_gone_the_queue_drains_then_closes() {
+        let sock = Recorder::default();
+        let (tx, rx) = mpsc::channel(8);
+        let (kill_tx, kill_rx) = oneshot::channel::<CloseReason>();
+        let _ = tx.try_send(text("last"));
+        drop(kill_tx);
+        drop(tx);
+        let done = tokio::time::timeout(LIMIT, writer(sock.clone(), rx, kill_rx)).await;
+        assert!(done.is_ok());
+        assert_eq!(
+            sock.wrote(),
+            vec![Wrote::Text("last".into()), Wrote::Close(None)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_is_dropped_after_the_close_wait() {
+        let sock = Recorder {
+            stall: true,
+            ..Recorder::default()
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let (kill_tx, kill_rx) = oneshot::channel::<CloseReason>();
+        let _ = tx.try_send(text("stuck"));
+        drop(kill_tx);
+        let started = tokio::time::Instant::now();
+        let done = tokio::time::timeout(2 * CLOSE_WAIT, writer(sock.clone(), rx, kill_rx)).await;
+        assert!(done.is_ok(), "bounded by CLOSE_WAIT");
+        assert!(started.elapsed() >= CLOSE_WAIT);
+        assert!(sock.wrote().is_empty());
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_ends_the_writer() {
+        let sock = Recorder {
+            fail: true,
+            ..Recorder::default()
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let (_kill_tx, kill_rx) = oneshot::channel();
+        let _ = tx.try_send(text("a"));
+        let _ = tx.try_send(close(CloseCode::Draining));
+        let done = tokio::time::timeout(LIMIT, writer(sock.clone(), rx, kill_rx)).await;
+        assert!(
+            done.is_ok(),
+            "the writer does not wait on a dead connection"
+        );
+        assert!(sock.wrote().is_empty(), "nothing after the failed write");
+    }
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_refills_at_its_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(10, t0);
+        for i in 0..10 {
+            assert!(b.take(t0), "token {i} of the burst");
+        }
+        assert!(!b.take(t0), "the burst is spent");
+        assert!(!b.take(t0 + Duration::from_millis(50)), "half a token");
+        assert!(
+            b.take(t0 + Duration::from_millis(100)),
+            "one token after 1/rate"
+        );
+        assert!(!b.take(t0 + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn the_bucket_never_holds_more_than_one_burst() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(3, t0);
+        let later = t0 + Duration::from_secs(3600);
+        let taken = (0..10).filter(|_| b.take(later)).count();
+        assert_eq!(taken, 3);
+    }
+
+    #[test]
+    fn the_bucket_ignores_a_clock_that_goes_back() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let mut b = Bucket::new(1, t0);
+        assert!(b.take(t0));
+        assert!(!b.take(t0 - Duration::from_secs(5)));
+        assert!(!b.take(t0 + Duration::from_millis(500)));
+        assert!(b.take(t0 + Duration::from_secs(1)));
     }
 }

@@ -8,10 +8,22 @@
 mod local;
 mod redis_bus;
 
+/// Names of the bus's Prometheus metrics (registered at start by the node).
+pub mod metrics {
+    /// Events handed to Redis.
+    pub const PUBLISHES_TOTAL: &str = "chat_bus_publishes_total";
+    /// Events not published: the queue was full or the publish failed.
+    pub const PUBLISH_DROPPED_TOTAL: &str = "chat_bus_publish_dropped_total";
+    /// Events of other nodes received.
+    pub const RECEIVES_TOTAL: &str = "chat_bus_receives_total";
+    /// Subscriber reconnections after a lost Redis connection.
+    pub const RECONNECTS_TOTAL: &str = "chat_bus_reconnects_total";
+}
+
 pub use local::LocalBus;
 pub use redis_bus::RedisBus;
 
-use chat_wire::{ConvId, Message, Seq, UserId};
+use chat_wire::{AudienceKey, ConvId, Message, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -20,7 +32,7 @@ use std::fmt;
 pub enum Channel {
     Conversation(ConvId),
     User(UserId),
-    Audience(String),
+    Audience(AudienceKey),
 }
 
 impl Channel {
@@ -39,7 +51,9 @@ impl Channel {
         match kind {
             "c" => id.parse().ok().map(|i| Channel::Conversation(ConvId(i))),
             "u" => id.parse().ok().map(|i| Channel::User(UserId(i))),
-            "a" => Some(Channel::Audience(id.to_string())),
+            "a" => chat_wire::Audience::parse(id)
+                .ok()
+                .map(|a| Channel::Audience(a.key())),
             _ => None,
         }
     }
@@ -128,7 +142,11 @@ mod tests {
         for ch in [
             Channel::Conversation(ConvId(7)),
             Channel::User(UserId(3)),
-            Channel::Audience("org/1/role/2".into()),
+            Channel::Audience(
+                chat_wire::Audience::parse("role/2/org/1")
+                    .expect("valid audience")
+                    .key(),
+            ),
         ] {
             assert_eq!(Channel::parse(&ch.name()), Some(ch.clone()));
         }

@@ -69,7 +69,7 @@ impl Bus for RedisBus {
             return;
         };
         if self.publish_tx.try_send((channel.name(), payload)).is_err() {
-            metrics::counter!("chat_bus_publish_dropped_total").increment(1);
+            metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(1);
         }
     }
 
@@ -98,7 +98,7 @@ async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<(String, String
                 tracing::warn!(error = %e, "bus publisher cannot reach redis");
                 // Drop what queued meanwhile: pushes may be lost, sync is not.
                 while rx.try_recv().is_ok() {
-                    metrics::counter!("chat_bus_publish_dropped_total").increment(1);
+                    metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(1);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -112,9 +112,9 @@ async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<(String, String
                 .query_async(&mut conn)
                 .await;
             match r {
-                Ok(_) => metrics::counter!("chat_bus_publishes_total").increment(1),
+                Ok(_) => metrics::counter!(crate::metrics::PUBLISHES_TOTAL).increment(1),
                 Err(e) => {
-                    metrics::counter!("chat_bus_publish_dropped_total").increment(1);
+                    metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(1);
                     tracing::warn!(error = %e, "bus publish failed");
                     break;
                 }
@@ -168,7 +168,7 @@ async fn subscriber(
             first = false;
             tracing::info!("bus connected");
         } else {
-            metrics::counter!("chat_bus_reconnects_total").increment(1);
+            metrics::counter!(crate::metrics::RECONNECTS_TOTAL).increment(1);
             tracing::info!(channels = names.len(), "bus reconnected and resubscribed");
         }
         // Also on the first connect: sockets accepted while Redis was not yet reachable
@@ -193,7 +193,7 @@ async fn subscriber(
                 }
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
-                    metrics::counter!("chat_bus_receives_total").increment(1);
+                    metrics::counter!(crate::metrics::RECEIVES_TOTAL).increment(1);
                     let Some(channel) = Channel::parse(msg.get_channel_name()) else { continue };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {

@@ -4,7 +4,7 @@
 
 use chat_chaos::Chatter;
 use chat_testkit::process::SERVICE_KEY;
-use chat_testkit::{Api, Node, NodeOptions, RedisServer, TestDb};
+use chat_testkit::{Api, Endpoint, Node, NodeOptions, RedisServer, TestDb};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

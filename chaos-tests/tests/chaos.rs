@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
 use chat_chaos::Chatter;
-use chat_testkit::{Node, NodeOptions, RedisServer, TestDb};
+use chat_testkit::{Endpoint, Node, NodeOptions, RedisServer, TestDb};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
 use chat_chaos::Chatter;
-use chat_testkit::{Api, Haproxy, Node, NodeOptions, RedisServer, TestDb, WsClient};
+use chat_testkit::{Api, Endpoint, Haproxy, Node, NodeOptions, RedisServer, TestDb, WsClient};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
 use chat_chaos::Chatter;
-use chat_testkit::{Api, Node, NodeOptions, TestDb};
+use chat_testkit::{Api, Endpoint, Node, NodeOptions, TestDb};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -233,6 +233,26 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__"),
         );
+        Self::finish(builder)
+    }
+
+    /// The built-in defaults with `overrides` (`("limits.sends_per_sec", "5")`, values
+    /// as text, as from the environment) and nothing else: no file, no environment.
+    /// For a node run inside another program, such as a test.
+    pub fn with_overrides(overrides: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(*key, *value)
+                .map_err(|e| ConfigError(format!("{key}: {e}")))?;
+        }
+        Self::finish(builder)
+    }
+
+    fn finish(
+        builder: config::ConfigBuilder<config::builder::DefaultState>,
+    ) -> Result<Settings, ConfigError> {
         let settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
@@ -290,6 +310,22 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("5w").is_err());
+    }
+
+    #[test]
+    fn overrides_are_typed_like_the_environment() {
+        let s = Settings::with_overrides(&[
+            ("auth.jwt_secret", "0123456789abcdef0123"),
+            ("limits.sends_per_sec", "7"),
+            ("api.service_keys", "key-one-1,key-two-2"),
+        ])
+        .expect("valid overrides");
+        assert_eq!(s.limits.sends_per_sec, 7);
+        assert_eq!(s.auth.jwt_secret, "0123456789abcdef0123");
+        assert_eq!(s.api.service_keys, vec!["key-one-1", "key-two-2"]);
+        let err =
+            Settings::with_overrides(&[("auth.jwt_secret", "short")]).expect_err("short secret");
+        assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use chat_actors::ChatError;
 use chat_store::StoreError;
 use chat_wire::{ErrorBody, ErrorCode};
 use std::fmt;
@@ -37,16 +38,19 @@ impl ApiError {
         Self::new(ErrorCode::NotFound, message)
     }
     pub fn not_member() -> Self {
-        Self::new(
-            ErrorCode::NotMember,
-            "you are not a member of this conversation",
-        )
+        ChatError::not_member().into()
+    }
+    pub fn conversation_not_found() -> Self {
+        ChatError::conversation_not_found().into()
     }
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::TooLarge, message)
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)
+    }
+    pub fn draining() -> Self {
+        ChatError::draining().into()
     }
 }
 
@@ -65,24 +69,16 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        metrics::counter!("chat_errors_total", "code" => self.code.as_str()).increment(1);
+        metrics::counter!(chat_actors::metrics::ERRORS_TOTAL, "code" => self.code.as_str())
+            .increment(1);
         HttpResponse::build(self.status_code()).json(ErrorBody::new(self.code, &self.message))
     }
 }
 
+/// Through [`ChatError`]: the one mapping of store errors to what clients see.
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(what) => {
-                ApiError::new(ErrorCode::Conflict, format!("{what} is taken"))
-            }
-            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            StoreError::Invalid(why) => ApiError::bad_request(why),
-            StoreError::Unavailable(_) | StoreError::Migration(_) => {
-                tracing::error!(error = %e, "store call failed");
-                ApiError::unavailable("storage is unavailable, retry later")
-            }
-        }
+        ChatError::from(e).into()
     }
 }
 
@@ -130,8 +126,8 @@ pub mod extract {
     }
 }
 
-impl From<chat_actors::ChatError> for ApiError {
-    fn from(e: chat_actors::ChatError) -> Self {
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
         ApiError::new(e.code, e.message)
     }
 }

@@ -16,11 +16,12 @@ use actix::{Actor, Arbiter};
 use actix_web::{web, App, HttpServer};
 use chat_actors::maintenance::{self, partitions_ahead, UpkeepConfig};
 use chat_actors::messages::{Drain, FromBus, OpenSessions};
+use chat_actors::metrics as m;
 use chat_actors::registry::Registry;
-use chat_actors::session::close;
 use chat_actors::Chat;
 use chat_bus::{Bus, LocalBus, RedisBus};
 use chat_store::{Retention, Store, StoreConfig};
+use chat_wire::CloseCode;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,16 +53,29 @@ pub fn init_tracing(settings: &Settings) {
     };
 }
 
+/// The Prometheus recorder is global to the process: installed by the first node
+/// built in it, shared by any later one (tests run several nodes in one process).
+static METRICS: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+
 fn install_metrics() -> Result<PrometheusHandle, NodeError> {
+    let mut installed = METRICS
+        .lock()
+        .map_err(|_| NodeError::Metrics("metrics lock poisoned".into()))?;
+    if let Some(handle) = installed.as_ref() {
+        return Ok(handle.clone());
+    }
     let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
     let latency = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("chat_group_commit_batch_size".into()), &batch)
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(m::GROUP_COMMIT_BATCH_SIZE.into()), &batch)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency))
         .and_then(|b| b.install_recorder())
-        .map_err(|e| NodeError::Metrics(e.to_string()))
+        .map_err(|e| NodeError::Metrics(e.to_string()))?;
+    m::register();
+    *installed = Some(handle.clone());
+    Ok(handle)
 }
 
 async fn connect_store(settings: &Settings) -> Result<Store, NodeError> {
@@ -89,154 +103,214 @@ async fn connect_store(settings: &Settings) -> Result<Store, NodeError> {
     }
 }
 
-/// Runs the node until SIGTERM or SIGINT, then drains.
+/// Runs the node on `server.bind` until SIGTERM or SIGINT, then drains.
 pub async fn run(settings: Settings) -> Result<(), NodeError> {
-    let settings = Arc::new(settings);
-    let metrics = install_metrics()?;
-    let store = connect_store(&settings).await?;
-    let applied = store.migrate().await?;
-    store
-        .ensure_partitions(
-            chrono::Utc::now(),
-            settings.retention.partition_interval,
-            partitions_ahead(
+    let node = ChatNode::build(settings).await?;
+    let listener = std::net::TcpListener::bind(node.settings.server.bind)?;
+    node.serve(listener, wait_for_signal()).await
+}
+
+/// A node with its store migrated, its bus connected and its actors started, ready to
+/// serve. [`run`] binds `server.bind` and serves until a signal; a program that runs a
+/// node inside itself (a test) serves on a listener of its own and says when to stop.
+pub struct ChatNode {
+    settings: Arc<Settings>,
+    state: AppState,
+    arbiters: Vec<Arbiter>,
+    /// Tasks that live as long as the node: bus notices, upkeep, metrics upkeep.
+    tasks: Vec<actix_web::rt::task::JoinHandle<()>>,
+}
+
+impl ChatNode {
+    /// Connects to Postgres (migrating it) and the bus, and starts the actors.
+    pub async fn build(settings: Settings) -> Result<ChatNode, NodeError> {
+        let settings = Arc::new(settings);
+        let metrics = install_metrics()?;
+        let store = connect_store(&settings).await?;
+        let applied = store.migrate().await?;
+        store
+            .ensure_partitions(
+                chrono::Utc::now(),
                 settings.retention.partition_interval,
-                settings.retention.upkeep_interval,
+                partitions_ahead(
+                    settings.retention.partition_interval,
+                    settings.retention.upkeep_interval,
+                ),
+            )
+            .await?;
+        tracing::info!(applied, node = %settings.node.id, "database ready");
+
+        let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel();
+        let bus: Arc<dyn Bus> = match settings.bus.kind {
+            BusKind::Local => Arc::new(LocalBus),
+            BusKind::Redis => Arc::new(
+                RedisBus::start(&settings.redis.url, settings.node.id.clone(), notice_tx).await?,
             ),
+        };
+
+        let arbiters: Vec<Arbiter> = (0..workers(&settings)).map(|_| Arbiter::new()).collect();
+        let registry = Registry::new(
+            store.clone(),
+            bus.clone(),
+            settings.limits.max_connections_per_user,
+            arbiters.iter().map(Arbiter::handle).collect(),
         )
-        .await?;
-    tracing::info!(applied, node = %settings.node.id, "database ready");
+        .start();
+        let mut tasks = Vec::new();
+        {
+            let registry = registry.clone();
+            tasks.push(actix_web::rt::spawn(async move {
+                while let Some(n) = notice_rx.recv().await {
+                    registry.do_send(FromBus(n));
+                }
+            }));
+        }
+        tasks.push(actix_web::rt::spawn(maintenance::run(
+            store.clone(),
+            UpkeepConfig {
+                node: settings.node.id.clone(),
+                database_url: settings.database.url.clone(),
+                interval: settings.retention.upkeep_interval,
+                partition_width: settings.retention.partition_interval,
+                retention: store.retention(),
+            },
+        )));
+        {
+            let metrics = metrics.clone();
+            tasks.push(actix_web::rt::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    metrics.run_upkeep();
+                }
+            }));
+        }
 
-    let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel();
-    let bus: Arc<dyn Bus> = match settings.bus.kind {
-        BusKind::Local => Arc::new(LocalBus),
-        BusKind::Redis => Arc::new(
-            RedisBus::start(&settings.redis.url, settings.node.id.clone(), notice_tx).await?,
-        ),
-    };
+        let state = AppState {
+            settings: settings.clone(),
+            tokens: Arc::new(auth::Tokens::new(&settings)),
+            chat: Chat {
+                store,
+                registry,
+                bus,
+                max_message_bytes: settings.limits.max_message_bytes,
+            },
+            metrics,
+            draining: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(ChatNode {
+            settings,
+            state,
+            arbiters,
+            tasks,
+        })
+    }
 
-    let workers = if settings.server.workers == 0 {
+    /// Serves HTTP and WebSockets on `listener` until `shutdown` completes, then
+    /// drains: readiness turns 503, sockets close with 1012 once their in-flight sends
+    /// are answered, and the server stops within `server.drain_timeout`.
+    pub async fn serve(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + 'static,
+    ) -> Result<(), NodeError> {
+        let ChatNode {
+            settings,
+            state,
+            arbiters,
+            tasks,
+        } = self;
+        let session_cfg = ws::session_config(&settings);
+        let max_body = settings.limits.max_body_bytes;
+        let registry = state.chat.registry.clone();
+        let draining = state.draining.clone();
+        let data = web::Data::new(state);
+        let workers = workers(&settings);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::Data::from(session_cfg.clone()))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::extract::json),
+                )
+                .app_data(web::PayloadConfig::default().limit(max_body))
+                .app_data(web::QueryConfig::default().error_handler(error::extract::query))
+                .app_data(web::PathConfig::default().error_handler(error::extract::path))
+                .route("/healthz", web::get().to(ops::healthz))
+                .route("/readyz", web::get().to(ops::readyz))
+                .route("/metrics", web::get().to(ops::metrics))
+                .route("/ws", web::get().to(ws::upgrade))
+                .configure(api::configure)
+                .default_service(web::to(error::extract::not_found))
+        })
+        // Small frames go out at once: without TCP_NODELAY a push written right after
+        // another waits for the client's delayed ACK (up to 40 ms on Linux).
+        .on_connect(|conn, _ext| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(settings.server.drain_timeout.as_secs().max(1));
+        let addr = listener.local_addr()?;
+        let server = server.listen(listener)?.run();
+        let handle = server.handle();
+        tracing::info!(bind = %addr, workers, "chat node listening");
+
+        let drain_timeout = settings.server.drain_timeout;
+        let drain = actix_web::rt::spawn(async move {
+            shutdown.await;
+            tracing::info!("drain: readiness off, closing sockets with 1012");
+            draining.store(true, Ordering::SeqCst);
+            let deadline = Instant::now() + drain_timeout;
+            let _ = registry
+                .send(Drain {
+                    code: CloseCode::Draining,
+                })
+                .await;
+            while Instant::now() < deadline {
+                match registry.send(OpenSessions).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            // Keep answering 503 on /readyz a moment (a quarter of the drain timeout,
+            // at most DRAIN_LINGER), so the load balancer's health check sees the
+            // drain before the port goes away. HAProxy's check in config/haproxy.cfg
+            // needs two failures a second apart.
+            let linger = (drain_timeout / 4).min(DRAIN_LINGER);
+            tokio::time::sleep(linger.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
+            tracing::info!("drain: stopping the HTTP server");
+            handle.stop(true).await;
+        });
+        let result = server.await;
+        drain.abort();
+        for task in tasks {
+            task.abort();
+        }
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+        tracing::info!("chat node stopped");
+        Ok(result?)
+    }
+}
+
+/// Longest the drain keeps answering 503 on `/readyz` after the last socket closed.
+pub const DRAIN_LINGER: Duration = Duration::from_millis(2500);
+
+/// HTTP workers, and arbiters for Conversation actors: `server.workers`, or one per
+/// core when 0.
+fn workers(settings: &Settings) -> usize {
+    if settings.server.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
         settings.server.workers
-    };
-    let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
-    let registry = Registry::new(
-        store.clone(),
-        bus.clone(),
-        settings.limits.max_connections_per_user,
-        arbiters.iter().map(Arbiter::handle).collect(),
-    )
-    .start();
-    {
-        let registry = registry.clone();
-        actix_web::rt::spawn(async move {
-            while let Some(n) = notice_rx.recv().await {
-                registry.do_send(FromBus(n));
-            }
-        });
     }
-    actix_web::rt::spawn(maintenance::run(
-        store.clone(),
-        UpkeepConfig {
-            node: settings.node.id.clone(),
-            database_url: settings.database.url.clone(),
-            interval: settings.retention.upkeep_interval,
-            partition_width: settings.retention.partition_interval,
-            retention: store.retention(),
-        },
-    ));
-    {
-        let metrics = metrics.clone();
-        actix_web::rt::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                metrics.run_upkeep();
-            }
-        });
-    }
-
-    let draining = Arc::new(AtomicBool::new(false));
-    let state = AppState {
-        settings: settings.clone(),
-        tokens: Arc::new(auth::Tokens::new(&settings)),
-        chat: Chat {
-            store,
-            registry: registry.clone(),
-            bus,
-        },
-        metrics,
-        draining: draining.clone(),
-    };
-    let session_cfg = ws::session_config(&settings);
-    let max_body = settings.limits.max_body_bytes;
-    let data = web::Data::new(state);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(web::Data::from(session_cfg.clone()))
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(max_body)
-                    .error_handler(error::extract::json),
-            )
-            .app_data(web::PayloadConfig::default().limit(max_body))
-            .app_data(web::QueryConfig::default().error_handler(error::extract::query))
-            .app_data(web::PathConfig::default().error_handler(error::extract::path))
-            .route("/healthz", web::get().to(ops::healthz))
-            .route("/readyz", web::get().to(ops::readyz))
-            .route("/metrics", web::get().to(ops::metrics))
-            .route("/ws", web::get().to(ws::upgrade))
-            .configure(api::configure)
-            .default_service(web::to(error::extract::not_found))
-    })
-    // Small frames go out at once: without TCP_NODELAY a push written right after
-    // another waits for the client's delayed ACK (up to 40 ms on Linux).
-    .on_connect(|conn, _ext| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-        }
-    })
-    .workers(workers)
-    .disable_signals()
-    .shutdown_timeout(settings.server.drain_timeout.as_secs().max(1))
-    .bind(settings.server.bind)?
-    .run();
-    let handle = server.handle();
-    tracing::info!(bind = %settings.server.bind, workers, "chat node listening");
-
-    let drain_timeout = settings.server.drain_timeout;
-    actix_web::rt::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("drain: readiness off, closing sockets with 1012");
-        draining.store(true, Ordering::SeqCst);
-        let deadline = Instant::now() + drain_timeout;
-        let _ = registry
-            .send(Drain {
-                code: close::DRAINING,
-            })
-            .await;
-        while Instant::now() < deadline {
-            match registry.send(OpenSessions).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-        // Keep answering 503 on /readyz a moment, so the load balancer's health check
-        // sees the drain before the port goes away.
-        // (HAProxy's check in config/haproxy.cfg needs two failures a second apart.)
-        let linger = (drain_timeout / 4).min(Duration::from_millis(2500));
-        tokio::time::sleep(linger.min(deadline.saturating_duration_since(Instant::now()))).await;
-        tracing::info!("drain: stopping the HTTP server");
-        handle.stop(true).await;
-    });
-    server.await?;
-    for arbiter in arbiters {
-        arbiter.stop();
-    }
-    tracing::info!("chat node stopped");
-    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use chat_actors::registry::Registry;
 use chat_actors::Chat;
 use chat_store::{Store, UserRecord};
-use chat_wire::UserId;
+use chat_wire::{AudienceKey, UserId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ pub struct AppState {
 /// The caller's record and the broadcast audiences it belongs to right now.
 pub struct Caller {
     pub user: UserRecord,
-    pub audiences: Vec<String>,
+    pub audiences: Vec<AudienceKey>,
 }
 
 impl AppState {

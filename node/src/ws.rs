@@ -48,7 +48,6 @@ pub fn session_config(state: &crate::config::Settings) -> Arc<SessionConfig> {
         heartbeat: Duration::from_secs(state.server.heartbeat_s),
         sends_per_sec: state.limits.sends_per_sec,
         outbound_queue: state.limits.outbound_queue,
-        max_message_bytes: state.limits.max_message_bytes,
     })
 }
 
@@ -60,7 +59,7 @@ pub async fn upgrade(
     cfg: web::Data<SessionConfig>,
 ) -> Result<HttpResponse, ApiError> {
     if state.is_draining() {
-        return Err(ApiError::unavailable("node is draining; reconnect"));
+        return Err(ApiError::draining());
     }
     let allowed = &state.settings.server.allowed_origins;
     if !allowed.is_empty() {
@@ -96,9 +95,7 @@ pub async fn upgrade(
                 "too many open connections for this user",
             ))
         }
-        Ok(Err(Refused::Draining)) | Err(_) => {
-            return Err(ApiError::unavailable("node is draining; reconnect"))
-        }
+        Ok(Err(Refused::Draining)) | Err(_) => return Err(ApiError::draining()),
     };
     let mut admission = Admission {
         registry: state.registry().clone(),

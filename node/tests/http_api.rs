@@ -1,16 +1,23 @@
-//! The HTTP API of one node against a real Postgres, through a real node process.
+//! The HTTP API of one node against a real Postgres, over real sockets: a node run in
+//! this process, or a node process where its log or a second node is needed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
 mod common;
 use base64::Engine;
-use common::*;
+use chat_testkit::fixtures::{code, mint, now, rows, user};
+use chat_testkit::process::SERVICE_KEY;
+use chat_testkit::{Endpoint, TestDb};
+use common::{node, node_with, process_node};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[actix_rt::test]
 async fn register_login_me_and_token_checks() {
-    let (db, node) = node().await;
+    // A process: the test reads what the node logged.
+    let db = TestDb::create().await.expect("create test database");
+    let node = process_node(&db, "node-1", &[]).await;
     let api = node.api();
-    let alice = user(&api, "alice").await;
+    let alice = user(&api, "alice").await.unwrap();
 
     // Duplicate username, bad username, short password.
     let (s, b) = api
@@ -80,7 +87,7 @@ async fn register_login_me_and_token_checks() {
     tampered.push(if last == 'A' { 'B' } else { 'A' });
     let (s, _) = api.get("/api/v1/me", Some(&tampered)).await.unwrap();
     assert_eq!(s, 401);
-    let expired = mint(&alice.id.to_string(), now() - 7200, now() - 3600);
+    let expired = mint(&alice.id.to_string(), now() - 7200, now() - 3600).unwrap();
     let (s, b) = api.get("/api/v1/me", Some(&expired)).await.unwrap();
     assert_eq!((s, code(&b)), (401, "unauthorized"));
     assert!(b["error"]["message"].as_str().unwrap().contains("expired"));
@@ -129,7 +136,7 @@ async fn provisioned_users_and_company_tokens() {
     assert_eq!((s, b["user_id"].as_i64()), (200, Some(id)));
 
     // A token minted by the company's backend works like the node's own.
-    let token = mint(&id.to_string(), now(), now() + 600);
+    let token = mint(&id.to_string(), now(), now() + 600).unwrap();
     let (s, me) = api.get("/api/v1/me", Some(&token)).await.unwrap();
     assert_eq!(s, 200);
     assert_eq!(me["display_name"], "Carol C");
@@ -167,7 +174,7 @@ async fn provisioned_users_and_company_tokens() {
         .unwrap();
     assert_eq!((s, code(&b)), (409, "conflict"));
     // A token for a user that does not exist is refused.
-    let ghost = mint("999999", now(), now() + 600);
+    let ghost = mint("999999", now(), now() + 600).unwrap();
     let (s, _) = api.get("/api/v1/me", Some(&ghost)).await.unwrap();
     assert_eq!(s, 401);
 
@@ -188,8 +195,8 @@ async fn provisioned_users_and_company_tokens() {
 async fn direct_chat_history_unread_and_sync() {
     let (db, node) = node().await;
     let api = node.api();
-    let alice = user(&api, "alice").await;
-    let bob = user(&api, "bob").await;
+    let alice = user(&api, "alice").await.unwrap();
+    let bob = user(&api, "bob").await.unwrap();
 
     let (s, b) = api
         .post(
@@ -226,7 +233,7 @@ async fn direct_chat_history_unread_and_sync() {
         .unwrap();
     assert_eq!(s, 200);
     assert_eq!(again, first);
-    assert_eq!(rows(&db, conv).await, 1);
+    assert_eq!(rows(&db, conv).await.unwrap(), 1);
 
     // Unread: 1 for bob, 0 for alice (own messages are never unread).
     let (_, u) = api.get("/api/v1/unread", Some(&bob.token)).await.unwrap();
@@ -322,9 +329,9 @@ async fn direct_chat_history_unread_and_sync() {
 async fn groups_and_unread_arithmetic() {
     let (db, node) = node().await;
     let api = node.api();
-    let a = user(&api, "anna").await;
-    let b = user(&api, "bert").await;
-    let c = user(&api, "cleo").await;
+    let a = user(&api, "anna").await.unwrap();
+    let b = user(&api, "bert").await.unwrap();
+    let c = user(&api, "cleo").await.unwrap();
     let g = api
         .group(&a.token, "team", &[b.id, c.id, b.id])
         .await
@@ -388,9 +395,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
     ])
     .await;
     let api = node.api();
-    let a = user(&api, "amy").await;
-    let b = user(&api, "ben").await;
-    let outsider = user(&api, "out").await;
+    let a = user(&api, "amy").await.unwrap();
+    let b = user(&api, "ben").await.unwrap();
+    let outsider = user(&api, "out").await.unwrap();
     let conv = api.direct(&a.token, b.id).await.unwrap();
     api.send(&a.token, conv, "ok-1", "fine").await.unwrap();
     let path = format!("/api/v1/conversations/{conv}/messages");
@@ -534,7 +541,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!((s, code(&b)), (404, "not_found"));
 
     // Nothing changed, and the node is still up.
-    assert_eq!(rows(&db, conv).await, 1);
+    assert_eq!(rows(&db, conv).await.unwrap(), 1);
     let (s, _) = api.get("/healthz", None).await.unwrap();
     assert_eq!(s, 200);
     drop(node);
@@ -546,10 +553,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
 #[actix_rt::test]
 async fn concurrent_writers_on_two_nodes_keep_seq_and_cid_unique() {
     let (db, n1) = node().await;
-    let n2 = Node::start(NodeOptions::new("node-2", &db)).await.unwrap();
+    let n2 = process_node(&db, "node-2", &[]).await;
     let (api1, api2) = (n1.api(), n2.api());
-    let a = user(&api1, "writer").await;
-    let b = user(&api1, "other").await;
+    let a = user(&api1, "writer").await.unwrap();
+    let b = user(&api1, "other").await.unwrap();
     let conv = api1.direct(&a.token, b.id).await.unwrap();
 
     // 8 tasks on each node; every cid is sent twice, once through each node.
@@ -587,7 +594,7 @@ async fn concurrent_writers_on_two_nodes_keep_seq_and_cid_unique() {
     let seqs: BTreeSet<i64> = by_cid.values().flatten().copied().collect();
     let n = by_cid.len() as i64;
     assert_eq!(seqs, (1..=n).collect::<BTreeSet<_>>());
-    assert_eq!(rows(&db, conv).await, n);
+    assert_eq!(rows(&db, conv).await.unwrap(), n);
     let c = db.client().await.unwrap();
     let dup: i64 = c
         .query_one("SELECT count(*) FROM (SELECT seq FROM messages WHERE conv = $1 GROUP BY seq HAVING count(*) > 1) d", &[&conv])
@@ -616,9 +623,45 @@ async fn openapi_document_and_operations() {
     }
     let (s, r) = api.get("/readyz", None).await.unwrap();
     assert_eq!((s, r["status"].as_str()), (200, Some("ready")));
-    let (s, m) = api.get("/metrics", None).await.unwrap();
+    let (s, _) = api.get("/metrics", None).await.unwrap();
     assert_eq!(s, 200);
-    let _ = m;
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+/// A fresh node shows every counter and gauge at 0 before any traffic, so `rate()`
+/// and alerts work from the first scrape. (A process: the metrics recorder is global
+/// to a process, and this one has seen no other node.)
+#[actix_rt::test]
+async fn metrics_are_present_at_zero_before_traffic() {
+    let db = TestDb::create().await.expect("create test database");
+    let node = process_node(&db, "node-1", &[]).await;
+    let (s, m) = node.api().get("/metrics", None).await.unwrap();
+    assert_eq!(s, 200);
+    let text = m.as_str().unwrap_or_default().to_string();
+    for line in [
+        "chat_sends_acked_total 0",
+        "chat_deliveries_total 0",
+        "chat_slow_consumer_closes_total 0",
+        "chat_bus_publishes_total 0",
+        "chat_bus_publish_dropped_total 0",
+        "chat_bus_receives_total 0",
+        "chat_bus_reconnects_total 0",
+        "chat_errors_total{code=\"not_member\"} 0",
+        "chat_errors_total{code=\"rate_limited\"} 0",
+        "chat_partitions_dropped_total{tier=\"normal\"} 0",
+        "chat_open_connections 0",
+        "chat_online_users 0",
+        "chat_conversation_actors 0",
+        "chat_users_by_sessions{sessions=\"4+\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+    // Described, too. (Histograms appear with their first observation.)
+    assert!(text.contains("# HELP chat_sends_acked_total sends acknowledged"));
     drop(node);
     db.drop_now().await.unwrap();
 }

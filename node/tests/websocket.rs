@@ -1,11 +1,18 @@
-//! The WebSocket protocol of one node: real node process, real clients.
+//! The WebSocket protocol of one node run in this process, over real sockets, with
+//! real clients.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
 mod common;
-use common::*;
+use chat_testkit::fixtures::{mint, now, rows, user, T};
+use chat_testkit::process::TEST_SECRET;
+use chat_testkit::TestDb;
+use chat_testkit::{Endpoint, Incoming, WsClient};
+use common::{node, node_with, process_node};
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-async fn ws(node: &Node, token: &str) -> WsClient {
+async fn ws(node: &impl Endpoint, token: &str) -> WsClient {
     let (ws, hello) = WsClient::connect_hello(&node.ws_url(token))
         .await
         .expect("connect");
@@ -29,8 +36,8 @@ async fn ack(ws: &mut WsClient, cid: &str) -> Value {
 async fn two_users_chat_and_every_device_sees_both_sides() {
     let (db, node) = node().await;
     let api = node.api();
-    let alice = user(&api, "alice").await;
-    let bob = user(&api, "bob").await;
+    let alice = user(&api, "alice").await.unwrap();
+    let bob = user(&api, "bob").await.unwrap();
     let conv = api.direct(&alice.token, bob.id).await.unwrap();
     let mut a1 = ws(&node, &alice.token).await;
     let mut a2 = ws(&node, &alice.token).await;
@@ -71,7 +78,7 @@ async fn two_users_chat_and_every_device_sees_both_sides() {
         Incoming::Json(v) => assert_eq!(v["type"], "pong", "no second msg before the pong: {v}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(rows(&db, conv).await, 2);
+    assert_eq!(rows(&db, conv).await.unwrap(), 2);
 
     // An HTTP send takes the same path and is pushed too.
     let (s, _) = api
@@ -94,7 +101,7 @@ async fn fifty_concurrent_senders_get_contiguous_seqs_seen_in_order() {
     let api = node.api();
     let mut users = Vec::new();
     for i in 0..50 {
-        users.push(user(&api, &format!("u{i:02}")).await);
+        users.push(user(&api, &format!("u{i:02}")).await.unwrap());
     }
     let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
     let conv = api.group(&users[0].token, "fifty", &ids).await.unwrap();
@@ -144,7 +151,7 @@ async fn fifty_concurrent_senders_get_contiguous_seqs_seen_in_order() {
         }
     }
     assert_eq!(all_acks, (1..=total).collect::<BTreeSet<_>>());
-    assert_eq!(rows(&db, conv).await, total);
+    assert_eq!(rows(&db, conv).await.unwrap(), total);
     drop(node);
     db.drop_now().await.unwrap();
 }
@@ -153,9 +160,9 @@ async fn fifty_concurrent_senders_get_contiguous_seqs_seen_in_order() {
 async fn bad_frames_get_errors_and_the_connection_stays() {
     let (db, node) = node().await;
     let api = node.api();
-    let a = user(&api, "ann").await;
-    let b = user(&api, "bea").await;
-    let out = user(&api, "ozzy").await;
+    let a = user(&api, "ann").await.unwrap();
+    let b = user(&api, "bea").await.unwrap();
+    let out = user(&api, "ozzy").await.unwrap();
     let conv = api.direct(&a.token, b.id).await.unwrap();
     let mut w = ws(&node, &out.token).await;
 
@@ -200,7 +207,7 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
     // Still working.
     w.send_json(&json!({"type": "ping"})).await.unwrap();
     w.expect("pong", T).await.unwrap();
-    assert_eq!(rows(&db, conv).await, 0);
+    assert_eq!(rows(&db, conv).await.unwrap(), 0);
     drop(node);
     db.drop_now().await.unwrap();
 }
@@ -209,7 +216,7 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
 async fn oversized_frames_close_with_1009() {
     let (db, node) = node_with(&[("CHAT__LIMITS__MAX_FRAME_BYTES", "1024")]).await;
     let api = node.api();
-    let a = user(&api, "big").await;
+    let a = user(&api, "big").await.unwrap();
     let mut w = ws(&node, &a.token).await;
     let body = "x".repeat(4000);
     w.send_text(&json!({"type": "send", "conv": 1, "cid": "c", "body": body}).to_string())
@@ -252,7 +259,7 @@ async fn handshake_refusals_heartbeat_and_token_expiry() {
     ])
     .await;
     let api = node.api();
-    let a = user(&api, "hank").await;
+    let a = user(&api, "hank").await.unwrap();
     let origin = Some("https://app.example");
 
     for bad in ["", "garbage"] {
@@ -262,7 +269,7 @@ async fn handshake_refusals_heartbeat_and_token_expiry() {
             "{bad}"
         );
     }
-    let r = WsClient::connect_with(&format!("ws://127.0.0.1:{}/ws", node.port), origin).await;
+    let r = WsClient::connect_with(&format!("ws://127.0.0.1:{}/ws", node.port()), origin).await;
     assert!(matches!(r, Err(chat_testkit::HarnessError::Http(ref s)) if s == "status 401"));
     let r = WsClient::connect_with(&node.ws_url(&a.token), Some("https://evil.example")).await;
     assert!(matches!(r, Err(chat_testkit::HarnessError::Http(ref s)) if s == "status 403"));
@@ -308,7 +315,7 @@ async fn handshake_refusals_heartbeat_and_token_expiry() {
     drop(f);
 
     // A socket whose token expires is closed with 1008.
-    let short = mint(&a.id.to_string(), now(), now() + 2);
+    let short = mint(&a.id.to_string(), now(), now() + 2).unwrap();
     let mut s = WsClient::connect_with(&node.ws_url(&short), origin)
         .await
         .unwrap();
@@ -334,8 +341,8 @@ async fn handshake_refusals_heartbeat_and_token_expiry() {
 async fn read_receipts_unread_and_typing() {
     let (db, node) = node().await;
     let api = node.api();
-    let a = user(&api, "ava").await;
-    let b = user(&api, "bono").await;
+    let a = user(&api, "ava").await.unwrap();
+    let b = user(&api, "bono").await.unwrap();
     let conv = api.direct(&a.token, b.id).await.unwrap();
     let mut wa = ws(&node, &a.token).await;
     let mut wb1 = ws(&node, &b.token).await;
@@ -379,8 +386,8 @@ async fn read_receipts_unread_and_typing() {
 async fn reconnect_and_sync_returns_exactly_the_missed_messages() {
     let (db, node) = node().await;
     let api = node.api();
-    let a = user(&api, "away").await;
-    let b = user(&api, "here").await;
+    let a = user(&api, "away").await.unwrap();
+    let b = user(&api, "here").await.unwrap();
     let conv = api.direct(&a.token, b.id).await.unwrap();
     let mut wa = ws(&node, &a.token).await;
     let mut wb = ws(&node, &b.token).await;
@@ -423,16 +430,18 @@ async fn reconnect_and_sync_returns_exactly_the_missed_messages() {
 /// the node's memory stays bounded and the other clients keep getting messages.
 #[actix_rt::test]
 async fn slow_consumer_is_closed_with_4001() {
-    let (db, node) = node_with(&[
+    // A process: the test reads the node's memory, apart from its own.
+    let db = TestDb::create().await.expect("create test database");
+    let settings = [
         ("CHAT__LIMITS__OUTBOUND_QUEUE", "64"),
         ("CHAT__LIMITS__SENDS_PER_SEC", "100000"),
         ("CHAT__LIMITS__MAX_MESSAGE_BYTES", "65536"),
-    ])
-    .await;
+    ];
+    let node = process_node(&db, "node-1", &settings).await;
     let api = node.api();
-    let slow = user(&api, "slow").await;
-    let fast = user(&api, "fast").await;
-    let flood = user(&api, "flood").await;
+    let slow = user(&api, "slow").await.unwrap();
+    let fast = user(&api, "fast").await.unwrap();
+    let flood = user(&api, "flood").await.unwrap();
     let conv = api
         .group(&flood.token, "busy", &[slow.id, fast.id])
         .await

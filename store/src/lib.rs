@@ -1,19 +1,46 @@
 //! The Postgres store of the chat node.
 //!
-//! This crate is the only code that speaks SQL: [`queries`] holds every statement,
-//! [`Store`] runs them on a deadpool pool with prepared (cached) statements, and
-//! [`migrate`] applies the numbered migrations in `sql/` at start.
+//! This crate is the only code of the node that speaks SQL (tests, the test kit and the
+//! bench inspect the database directly). Each domain is one file holding the
+//! statements it runs (as `const`s next to the methods that run them) and its own
+//! `impl Store` block; [`Store`] runs them on a deadpool pool with prepared (cached)
+//! statements:
+//!
+//! - `store.rs`: [`Store`] and [`StoreConfig`]: the pool, `migrate`, `ping`, retention.
+//! - `users.rs`: users, login lookup, search and attributes ([`NewUser`], [`UserAuth`],
+//!   [`UserRecord`]).
+//! - `conversations.rs`: direct, group and broadcast conversations, [`Membership`],
+//!   members and the conversation list.
+//! - `messages.rs`: `append` (group commit: [`NewMessage`], [`Appended`]) and history.
+//! - `cursors.rs`: read cursors and unread counts ([`ReadOutcome`]).
+//! - `sync.rs`: sync of every conversation past the client's cursors.
+//! - [`partitions`]: the time-range partitions of `messages` and their expiry.
+//! - `upkeep.rs`: [`UpkeepLease`], the advisory lock that elects the upkeep leader.
+//! - `migrate.rs`: the numbered migrations in `sql/`, applied at start.
+//!
+//! SQL fragments shared by several domains (retention predicate, visible
+//! conversations, unread count, message columns) are in `sql.rs`; decoding of message
+//! rows, by column name, in `rows.rs`.
 
+mod conversations;
+mod cursors;
 mod error;
+mod messages;
 mod migrate;
 pub mod partitions;
-mod queries;
 mod retention;
+mod rows;
+mod sql;
 mod store;
+mod sync;
+mod upkeep;
+mod users;
 
+pub use conversations::Membership;
+pub use cursors::ReadOutcome;
 pub use error::StoreError;
+pub use messages::{Appended, NewMessage};
 pub use retention::Retention;
-pub use store::{
-    Appended, Membership, NewMessage, NewUser, ReadOutcome, Store, StoreConfig, UserAuth,
-    UserRecord,
-};
+pub use store::{Store, StoreConfig};
+pub use upkeep::{UpkeepLease, UPKEEP_LOCK};
+pub use users::{NewUser, UserAuth, UserRecord};

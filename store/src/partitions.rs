@@ -55,11 +55,11 @@ impl Store {
             // can fall into the default.
             let default_empty: bool = client
                 .query_one(
-                    &format!("SELECT NOT EXISTS (SELECT 1 FROM messages_{tier}_default)"),
+                    &format!("SELECT NOT EXISTS (SELECT 1 FROM messages_{tier}_default) AS empty"),
                     &[],
                 )
                 .await?
-                .try_get(0)?;
+                .try_get("empty")?;
             for i in 0..=i64::from(ahead) {
                 let start = first + i * w;
                 if start <= now.timestamp() && !default_empty {
@@ -112,7 +112,7 @@ impl Store {
         let client = self.pool().get().await?;
         let rows = client
             .query(
-                "SELECT c.relname::text FROM pg_inherits i
+                "SELECT c.relname::text AS name FROM pg_inherits i
                    JOIN pg_class c ON c.oid = i.inhrelid
                    JOIN pg_class p ON p.oid = i.inhparent
                   WHERE p.relname = $1",
@@ -121,7 +121,7 @@ impl Store {
             .await?;
         let mut dropped = Vec::new();
         for row in rows {
-            let name: String = row.try_get(0)?;
+            let name: String = row.try_get("name")?;
             let Some((_, end)) = parse_partition_name(tier, &name) else {
                 continue;
             };

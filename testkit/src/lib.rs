@@ -4,10 +4,11 @@
 //! Everything here binds to loopback only, and every wait is bounded.
 
 pub mod client;
+pub mod fixtures;
 pub mod process;
 
 pub use client::{Api, Incoming, WsClient};
-pub use process::{free_port, Haproxy, Node, NodeOptions, RedisServer, TestDb};
+pub use process::{free_port, Endpoint, Haproxy, Node, NodeOptions, RedisServer, TestDb};
 
 /// What can go wrong in the harness; tests fail with its message.
 #[derive(Debug, thiserror::Error)]

@@ -106,6 +106,8 @@ pub struct NodeOptions {
     pub port: Option<u16>,
     /// More `CHAT__…` settings.
     pub env: Vec<(String, String)>,
+    /// The binary to run; [`node_bin`] when `None`.
+    pub bin: Option<PathBuf>,
 }
 
 pub const TEST_SECRET: &str = "test-secret-of-at-least-16-bytes";
@@ -119,7 +121,14 @@ impl NodeOptions {
             redis_url: None,
             port: None,
             env: Vec::new(),
+            bin: None,
         }
+    }
+
+    /// Runs this binary (a test's `env!("CARGO_BIN_EXE_chat-node")`).
+    pub fn bin(mut self, path: &str) -> Self {
+        self.bin = Some(PathBuf::from(path));
+        self
     }
 
     pub fn redis(mut self, url: &str) -> Self {
@@ -130,6 +139,30 @@ impl NodeOptions {
     pub fn set(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+}
+
+/// Something that serves the chat node's HTTP API and WebSockets on a loopback port:
+/// a node process, a node run inside the test, or HAProxy in front of nodes.
+pub trait Endpoint {
+    fn port(&self) -> u16;
+
+    fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+
+    fn api(&self) -> crate::Api {
+        crate::Api::new(&self.http())
+    }
+
+    fn ws_url(&self, token: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws?token={}", self.port(), token)
+    }
+}
+
+impl Endpoint for Node {
+    fn port(&self) -> u16 {
+        self.port
     }
 }
 
@@ -152,7 +185,7 @@ impl Node {
             std::process::id()
         ));
         let file = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(node_bin());
+        let mut cmd = Command::new(options.bin.clone().unwrap_or_else(node_bin));
         cmd.env("CHAT__SERVER__BIND", format!("127.0.0.1:{port}"))
             .env("CHAT__NODE__ID", &options.node_id)
             .env("CHAT__DATABASE__URL", &options.database_url)
@@ -184,18 +217,6 @@ impl Node {
         };
         node.wait_ready(Duration::from_secs(30)).await?;
         Ok(node)
-    }
-
-    pub fn http(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn api(&self) -> crate::Api {
-        crate::Api::new(&self.http())
-    }
-
-    pub fn ws_url(&self, token: &str) -> String {
-        format!("ws://127.0.0.1:{}/ws?token={}", self.port, token)
     }
 
     /// Waits until `/readyz` answers 200.
@@ -391,11 +412,13 @@ impl Haproxy {
         Ok(hp)
     }
 
-    pub fn http(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
     pub async fn stop(&mut self) -> Result<()> {
         stop_child(&mut self.child).await
+    }
+}
+
+impl Endpoint for Haproxy {
+    fn port(&self) -> u16 {
+        self.port
     }
 }

@@ -80,7 +80,7 @@ impl Attributes {
 
     /// Every audience this user belongs to, in canonical form. A broadcast conversation
     /// is visible to the user exactly when its audience is in this list.
-    pub fn audiences(&self) -> Vec<String> {
+    pub fn audiences(&self) -> Vec<AudienceKey> {
         let mut out = vec!["all".to_string()];
         for r in &self.roles {
             out.push(format!("role/{r}"));
@@ -99,7 +99,31 @@ impl Attributes {
         }
         out.sort();
         out.dedup();
-        out
+        out.into_iter().map(AudienceKey).collect()
+    }
+}
+
+/// The canonical path of a broadcast audience (`all`, `org/1/role/3`): the key its
+/// conversation, its bus channel and its online members are kept by. Made only by
+/// [`Audience::key`] and [`Attributes::audiences`], so it is always canonical.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AudienceKey(String);
+
+impl AudienceKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A key read back from storage or the bus, where only canonical keys are written.
+    pub fn from_stored(path: String) -> AudienceKey {
+        AudienceKey(path)
+    }
+}
+
+impl std::fmt::Display for AudienceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -168,6 +192,11 @@ impl Audience {
             return Err(AudienceError::RoleAndJob);
         }
         Ok(a)
+    }
+
+    /// The canonical key: pairs in the order org, role, job; `all` when empty.
+    pub fn key(&self) -> AudienceKey {
+        AudienceKey(self.canonical())
     }
 
     /// The canonical path: pairs in the order org, role, job; `all` when empty.
@@ -248,15 +277,12 @@ mod tests {
         ] {
             let aud = Audience::parse(path).expect("valid path");
             assert!(aud.matches(&a), "{path} should match");
-            assert!(list.contains(&aud.canonical()), "{path} should be listed");
+            assert!(list.contains(&aud.key()), "{path} should be listed");
         }
         for path in ["org/2", "role/4", "org/2/role/3", "org/1/job/9"] {
             let aud = Audience::parse(path).expect("valid path");
             assert!(!aud.matches(&a), "{path} should not match");
-            assert!(
-                !list.contains(&aud.canonical()),
-                "{path} should not be listed"
-            );
+            assert!(!list.contains(&aud.key()), "{path} should not be listed");
         }
     }
 

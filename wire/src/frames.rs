@@ -3,7 +3,7 @@
 use crate::error::ErrorCode;
 use crate::http::{SyncConversation, SyncResponse};
 use crate::ids::{ConvId, Seq, UserId};
-use crate::message::{Message, Tier};
+use crate::message::{Draft, Message};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,12 +15,8 @@ pub enum ClientFrame {
     /// Store and fan out; answered by `ack` or `error` with `ref: cid`.
     Send {
         conv: ConvId,
-        cid: String,
-        body: String,
-        #[serde(default)]
-        tier: Option<Tier>,
-        #[serde(default)]
-        reply_to: Option<Seq>,
+        #[serde(flatten)]
+        draft: Draft,
     },
     /// Move the read cursor; answered by `unread`.
     Read { conv: ConvId, seq: Seq },
@@ -68,6 +64,37 @@ impl ClientFrame {
             message: format!("invalid frame: {e}"),
             reference,
         })
+    }
+}
+
+/// The close codes of the contract: why the server ended a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// 1001: the client fell silent for two heartbeats.
+    GoingAway,
+    /// 1002: not a valid WebSocket exchange.
+    Protocol,
+    /// 1008: the token expired, or the rate limit was abused.
+    Policy,
+    /// 1009: a frame (or its fragments together) is over `limits.max_frame_bytes`.
+    TooBig,
+    /// 1012: the node is draining; reconnect (another node will take it).
+    Draining,
+    /// 4001: the client did not read its frames fast enough.
+    SlowConsumer,
+}
+
+impl CloseCode {
+    /// The number on the wire.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::GoingAway => 1001,
+            CloseCode::Protocol => 1002,
+            CloseCode::Policy => 1008,
+            CloseCode::TooBig => 1009,
+            CloseCode::Draining => 1012,
+            CloseCode::SlowConsumer => 4001,
+        }
     }
 }
 
@@ -162,10 +189,12 @@ mod tests {
             f,
             Ok(ClientFrame::Send {
                 conv: ConvId(3),
-                cid: "a1".into(),
-                body: "hi".into(),
-                tier: None,
-                reply_to: None
+                draft: Draft {
+                    cid: "a1".into(),
+                    body: "hi".into(),
+                    tier: None,
+                    reply_to: None
+                }
             })
         );
     }

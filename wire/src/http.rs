@@ -122,16 +122,8 @@ pub struct History {
     pub oldest_retained_seq: Seq,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SendRequest {
-    /// Client-chosen id, 1..64 of `[A-Za-z0-9_-]`, unique per sender.
-    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
-    pub cid: String,
-    #[schema(min_length = 1)]
-    pub body: String,
-    pub tier: Option<Tier>,
-    pub reply_to: Option<Seq>,
-}
+/// `POST /conversations/{id}/messages`: the draft itself.
+pub type SendRequest = crate::message::Draft;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SendResponse {

@@ -11,11 +11,11 @@ pub mod http;
 pub mod ids;
 pub mod message;
 
-pub use attributes::{Attributes, Audience, AudienceError};
+pub use attributes::{Attributes, Audience, AudienceError, AudienceKey};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use frames::{ClientFrame, FrameError, ServerFrame};
+pub use frames::{ClientFrame, CloseCode, FrameError, ServerFrame};
 pub use ids::{ConvId, Seq, UserId};
-pub use message::{Conversation, ConversationKind, Message, Tier};
+pub use message::{Conversation, ConversationKind, Draft, DraftError, Message, Tier};
 
 /// Longest accepted client id (`cid`).
 pub const MAX_CID_LEN: usize = 64;

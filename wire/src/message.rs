@@ -1,5 +1,6 @@
 //! Messages and conversations as clients see them.
 
+use crate::error::ErrorCode;
 use crate::ids::{ConvId, Seq, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,72 @@ impl FromStr for ConversationKind {
     }
 }
 
+/// A message as its sender wrote it, before it has a seq: the body of
+/// `POST /conversations/{id}/messages` and the content of a `send` frame.
+///
+/// It is parsed once at the edge and travels unchanged to the store, so a new field of
+/// a send is added here, where it is stored, and where it is shown ([`Message`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = SendRequest)]
+pub struct Draft {
+    /// Client-chosen id, 1..64 of `[A-Za-z0-9_-]`, unique per sender.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    pub cid: String,
+    #[schema(min_length = 1)]
+    pub body: String,
+    /// `None`: the conversation's default tier.
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    /// The seq of an earlier message of the conversation this one answers.
+    #[serde(default)]
+    pub reply_to: Option<Seq>,
+}
+
+/// Why a [`Draft`] was refused before it reached a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DraftError {
+    #[error("cid must be 1..64 of [A-Za-z0-9_-]")]
+    BadCid,
+    #[error("body must not be empty")]
+    EmptyBody,
+    #[error("body must not contain NUL characters")]
+    NulInBody,
+    #[error("body is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+impl DraftError {
+    /// The contract's code for the refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DraftError::TooLarge(_) => ErrorCode::TooLarge,
+            DraftError::BadCid | DraftError::EmptyBody | DraftError::NulInBody => {
+                ErrorCode::BadRequest
+            }
+        }
+    }
+}
+
+impl Draft {
+    /// Checks the shape of the send (cid, body, size); membership and `reply_to` are
+    /// checked by the conversation.
+    pub fn check(&self, max_body_bytes: usize) -> Result<(), DraftError> {
+        if !crate::valid_cid(&self.cid) {
+            return Err(DraftError::BadCid);
+        }
+        if self.body.is_empty() {
+            return Err(DraftError::EmptyBody);
+        }
+        if !crate::storable_text(&self.body) {
+            return Err(DraftError::NulInBody);
+        }
+        if self.body.len() > max_body_bytes {
+            return Err(DraftError::TooLarge(max_body_bytes));
+        }
+        Ok(())
+    }
+}
+
 /// One stored message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Message {
@@ -108,4 +175,30 @@ pub struct Conversation {
     pub read_seq: Seq,
     pub unread: i64,
     pub last_message: Option<Message>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(cid: &str, body: &str) -> Draft {
+        Draft {
+            cid: cid.into(),
+            body: body.into(),
+            tier: None,
+            reply_to: None,
+        }
+    }
+
+    #[test]
+    fn drafts_are_checked_for_shape() {
+        assert_eq!(draft("c1", "hi").check(10), Ok(()));
+        assert_eq!(draft("", "hi").check(10), Err(DraftError::BadCid));
+        assert_eq!(draft("c 1", "hi").check(10), Err(DraftError::BadCid));
+        assert_eq!(draft("c1", "").check(10), Err(DraftError::EmptyBody));
+        assert_eq!(draft("c1", "a\0b").check(10), Err(DraftError::NulInBody));
+        let big = draft("c1", "0123456789x").check(10);
+        assert_eq!(big, Err(DraftError::TooLarge(10)));
+        assert_eq!(big.map_err(|e| e.code()), Err(ErrorCode::TooLarge));
+    }
 }

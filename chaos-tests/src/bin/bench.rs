@@ -6,7 +6,7 @@
 
 use chat_chaos::{percentile, Chatter};
 use chat_testkit::process::TEST_SECRET;
-use chat_testkit::{Api, HarnessError, Node, NodeOptions, RedisServer, Result, TestDb};
+use chat_testkit::{Api, Endpoint, HarnessError, Node, NodeOptions, RedisServer, Result, TestDb};
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 use std::cell::RefCell;

@@ -1,13 +1,13 @@
 //! In-site notices to whole audiences, stored once (fan-out on read).
 
-use crate::api::conversations::check_send;
 use crate::auth::AuthService;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chat_actors::service::SendCommand;
+use chat_store::NewMessage;
 use chat_wire::http::{BroadcastRequest, BroadcastResponse};
-use chat_wire::{Audience, ErrorBody, UserId};
+use chat_wire::{Audience, Draft, ErrorBody, UserId};
 
 /// Posts one message to an audience's conversation (service key), whatever the
 /// audience's size. The same `cid` again answers 200 with the same seq.
@@ -24,21 +24,25 @@ pub async fn broadcast(
     let req = body.into_inner();
     let audience = Audience::parse(&req.audience)
         .map_err(|e| ApiError::bad_request(e.to_string()))?
-        .canonical();
-    check_send(&state, &req.cid, &req.body)?;
+        .key();
+    let draft = Draft {
+        cid: req.cid,
+        body: req.body,
+        tier: req.tier,
+        reply_to: None,
+    };
+    // Refused before the audience's conversation is created for nothing.
+    state.chat.send_shape(&draft)?;
     let conv = state.store().broadcast_conversation(&audience).await?;
-    let accepted = state
-        .chat
-        .send(SendCommand {
+    let cmd = SendCommand {
+        conv,
+        session: None,
+        message: NewMessage {
             sender: UserId::SYSTEM,
-            session: None,
-            conv,
-            cid: req.cid,
-            body: req.body,
-            tier: req.tier,
-            reply_to: None,
-        })
-        .await?;
+            draft,
+        },
+    };
+    let accepted = state.chat.send(cmd).await?;
     let body = BroadcastResponse {
         conversation_id: conv,
         seq: accepted.message.seq,

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use chat_actors::messages::Joined;
 use chat_actors::service::SendCommand;
 use chat_bus::{Channel, Event};
-use chat_store::Membership;
+use chat_store::{Membership, NewMessage};
 use chat_wire::http::{
     ConversationEnvelope, ConversationList, CreateConversation, History, HistoryQuery, ListQuery,
     ReadRequest, ReadResponse, SendRequest, SendResponse, SyncRequest, SyncResponse,
@@ -26,7 +26,7 @@ async fn view(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Convers
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| ApiError::not_found("conversation not found"))
+        .ok_or_else(ApiError::conversation_not_found)
 }
 
 /// Tells this node and the others that `members` joined `conv`.
@@ -151,7 +151,7 @@ async fn member(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Seq, 
         .membership(caller.user.id, &caller.audiences, conv)
         .await?
     {
-        Membership::NoSuchConversation => Err(ApiError::not_found("conversation not found")),
+        Membership::NoSuchConversation => Err(ApiError::conversation_not_found()),
         Membership::NotMember => Err(ApiError::not_member()),
         Membership::Member { last_seq, .. } => Ok(last_seq),
     }
@@ -187,12 +187,6 @@ pub async fn history(
     }))
 }
 
-/// Checks the shape of a send; the conversation actor checks the rest.
-pub(crate) fn check_send(state: &AppState, cid: &str, body: &str) -> Result<(), ApiError> {
-    chat_actors::service::check_send(cid, body, state.settings.limits.max_message_bytes)
-        .map_err(ApiError::from)
-}
-
 /// Sends a message. 201 once committed; the same `cid` again answers 200 with the
 /// same seq and stores nothing.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "conversations",
@@ -207,21 +201,15 @@ pub async fn send(
     path: web::Path<i64>,
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let conv = ConvId(path.into_inner());
-    let req = body.into_inner();
-    check_send(&state, &req.cid, &req.body)?;
-    let accepted = state
-        .chat
-        .send(SendCommand {
+    let cmd = SendCommand {
+        conv: ConvId(path.into_inner()),
+        session: None,
+        message: NewMessage {
             sender: user.0,
-            session: None,
-            conv,
-            cid: req.cid,
-            body: req.body,
-            tier: req.tier,
-            reply_to: req.reply_to,
-        })
-        .await?;
+            draft: body.into_inner(),
+        },
+    };
+    let accepted = state.chat.send(cmd).await?;
     let body = SendResponse {
         seq: accepted.message.seq,
         ts: accepted.message.ts,

@@ -1,0 +1,86 @@
+//! The node's Prometheus metrics: every name in one place, and [`register`], which
+//! makes each counter and gauge (and each label value known in advance) show at 0
+//! from the first scrape, so `rate()` and alerts work before any traffic.
+
+use chat_wire::ErrorCode;
+
+/// Open WebSocket connections on this node.
+pub const OPEN_CONNECTIONS: &str = "chat_open_connections";
+/// Users with at least one connection on this node.
+pub const ONLINE_USERS: &str = "chat_online_users";
+/// Online users by their number of connections here (`sessions` = 1, 2, 3, 4+).
+pub const USERS_BY_SESSIONS: &str = "chat_users_by_sessions";
+/// The label values of [`USERS_BY_SESSIONS`].
+pub const SESSION_BUCKETS: [&str; 4] = ["1", "2", "3", "4+"];
+/// Conversation actors alive on this node.
+pub const CONVERSATION_ACTORS: &str = "chat_conversation_actors";
+/// Sends acknowledged (stored now or found stored by their cid).
+pub const SENDS_ACKED_TOTAL: &str = "chat_sends_acked_total";
+/// Frames handed to local sessions.
+pub const DELIVERIES_TOTAL: &str = "chat_deliveries_total";
+/// Connections closed because their outbound queue was full (4001).
+pub const SLOW_CONSUMER_CLOSES_TOTAL: &str = "chat_slow_consumer_closes_total";
+/// Errors answered to clients, by `code`.
+pub const ERRORS_TOTAL: &str = "chat_errors_total";
+/// Sends per group commit.
+pub const GROUP_COMMIT_BATCH_SIZE: &str = "chat_group_commit_batch_size";
+/// Time of one group commit, pool wait included.
+pub const STORE_APPEND_SECONDS: &str = "chat_store_append_seconds";
+/// 1 while this node runs retention upkeep.
+pub const UPKEEP_LEADER: &str = "chat_upkeep_leader";
+/// Expired partitions dropped, by `tier`.
+pub const PARTITIONS_DROPPED_TOTAL: &str = "chat_partitions_dropped_total";
+/// Time of one partition drop.
+pub const PARTITION_DROP_SECONDS: &str = "chat_partition_drop_seconds";
+
+/// Describes every metric and sets every counter and gauge to 0. Call once, after the
+/// recorder is installed.
+pub fn register() {
+    use chat_bus::metrics as bus;
+    for (name, help) in [
+        (SENDS_ACKED_TOTAL, "sends acknowledged"),
+        (DELIVERIES_TOTAL, "frames handed to local sessions"),
+        (
+            SLOW_CONSUMER_CLOSES_TOTAL,
+            "connections closed as slow consumers",
+        ),
+        (bus::PUBLISHES_TOTAL, "events published on the bus"),
+        (
+            bus::PUBLISH_DROPPED_TOTAL,
+            "events the bus could not publish",
+        ),
+        (bus::RECEIVES_TOTAL, "events received from other nodes"),
+        (bus::RECONNECTS_TOTAL, "bus reconnections"),
+    ] {
+        metrics::describe_counter!(name, help);
+        metrics::counter!(name).absolute(0);
+    }
+    metrics::describe_counter!(ERRORS_TOTAL, "errors answered to clients, by code");
+    for code in ErrorCode::ALL {
+        metrics::counter!(ERRORS_TOTAL, "code" => code.as_str()).absolute(0);
+    }
+    metrics::describe_counter!(PARTITIONS_DROPPED_TOTAL, "expired partitions dropped");
+    for tier in chat_store::partitions::TIERS {
+        metrics::counter!(PARTITIONS_DROPPED_TOTAL, "tier" => tier).absolute(0);
+    }
+    for (name, help) in [
+        (OPEN_CONNECTIONS, "open WebSocket connections"),
+        (ONLINE_USERS, "users with a connection on this node"),
+        (CONVERSATION_ACTORS, "conversation actors alive"),
+        (UPKEEP_LEADER, "1 while this node runs retention upkeep"),
+    ] {
+        metrics::describe_gauge!(name, help);
+        metrics::gauge!(name).set(0.0);
+    }
+    metrics::describe_gauge!(USERS_BY_SESSIONS, "online users by connections here");
+    for label in SESSION_BUCKETS {
+        metrics::gauge!(USERS_BY_SESSIONS, "sessions" => label).set(0.0);
+    }
+    for (name, help) in [
+        (GROUP_COMMIT_BATCH_SIZE, "sends per group commit"),
+        (STORE_APPEND_SECONDS, "time of one group commit"),
+        (PARTITION_DROP_SECONDS, "time of one partition drop"),
+    ] {
+        metrics::describe_histogram!(name, help);
+    }
+}

@@ -1,0 +1,275 @@
+//! Conversations: direct, group and broadcast ones, who belongs to them, and the
+//! caller's list of them with unread counts and last messages.
+
+use crate::error::StoreError;
+use crate::rows::{message_prefixed, parse_kind, parse_tier};
+use crate::sql::{audience_keys, ids, message_columns, retained, unread, visible};
+use crate::store::Store;
+use chat_wire::{AudienceKey, ConvId, Conversation, ConversationKind, Seq, Tier, UserId};
+
+const INSERT_DIRECT: &str =
+    "INSERT INTO conversations (kind, direct_a, direct_b, created_by, default_tier)
+     VALUES ('direct', $1, $2, $3, $4)
+     ON CONFLICT (direct_a, direct_b) DO NOTHING RETURNING id";
+
+const DIRECT_BY_PAIR: &str = "SELECT id FROM conversations WHERE direct_a = $1 AND direct_b = $2";
+
+const INSERT_GROUP: &str = "INSERT INTO conversations (kind, title, created_by, default_tier)
+     VALUES ('group', $1, $2, $3) RETURNING id";
+
+const INSERT_MEMBERS: &str = "INSERT INTO members (conv, user_id)
+     SELECT $1, u FROM unnest($2::bigint[]) AS u ON CONFLICT DO NOTHING";
+
+const BROADCAST_CONVERSATION: &str = "INSERT INTO conversations (kind, audience, title, created_by)
+     VALUES ('broadcast', $1, $1, 0)
+     ON CONFLICT (audience) DO UPDATE SET audience = EXCLUDED.audience RETURNING id";
+
+/// Whether user `$1` (audiences `$2`) may see conversation `$3`.
+const MEMBERSHIP: &str = "SELECT c.kind, c.last_seq, COALESCE(m.read_seq, 0) AS read_seq,
+            CASE WHEN c.kind = 'broadcast' THEN c.audience = ANY($2::text[])
+                 ELSE m.user_id IS NOT NULL END AS member
+       FROM conversations c
+       LEFT JOIN members m ON m.conv = c.id AND m.user_id = $1
+      WHERE c.id = $3";
+
+const USER_CONVERSATIONS: &str =
+    "SELECT m.conv FROM members m JOIN conversations c ON c.id = m.conv
+     WHERE m.user_id = $1 AND c.kind <> 'broadcast'";
+
+const MEMBERS: &str = "SELECT user_id FROM members WHERE conv = $1 ORDER BY user_id";
+
+const CONVERSATION_KIND: &str = "SELECT kind, audience FROM conversations WHERE id = $1";
+
+/// The prefix of the last-message columns of [`LIST_CONVERSATIONS`].
+const LAST_MESSAGE: &str = "lm_";
+
+/// The caller's conversations, newest activity first, with unread and last message
+/// (its columns prefixed [`LAST_MESSAGE`]).
+/// `$5`: keyset cursor (a conversation id) or NULL; `$6`: limit; `$7`: one id or NULL.
+const LIST_CONVERSATIONS: &str = concat!(
+    visible!(),
+    "SELECT v.id, v.kind, v.title, v.audience, v.last_seq, v.read_seq, ",
+    unread!(),
+    " AS unread,
+       CASE WHEN v.kind = 'broadcast' THEN NULL
+            ELSE (SELECT array_agg(user_id ORDER BY user_id) FROM members WHERE conv = v.id) END
+         AS members,
+       v.default_tier,
+       ",
+    message_columns!("lm" AS "lm_"),
+    "
+  FROM vis v
+  LEFT JOIN LATERAL (
+       SELECT * FROM messages x WHERE x.conv = v.id AND ",
+    retained!("x", "$3", "$4"),
+    " ORDER BY x.seq DESC LIMIT 1) lm ON true
+ WHERE ($5::bigint IS NULL
+        OR (v.last_activity, v.id) < (SELECT last_activity, id FROM conversations WHERE id = $5))
+   AND ($7::bigint IS NULL OR v.id = $7)
+ ORDER BY v.last_activity DESC, v.id DESC
+ LIMIT $6"
+);
+
+/// Where a user stands with a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    NoSuchConversation,
+    NotMember,
+    Member {
+        kind: ConversationKind,
+        last_seq: Seq,
+        read_seq: Seq,
+    },
+}
+
+impl Store {
+    /// The one direct conversation of `a` and `b`: created now (`true`) or found.
+    pub async fn create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        default_tier: Tier,
+    ) -> Result<(ConvId, bool), StoreError> {
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        let mut client = self.pool().get().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx.prepare_cached(INSERT_DIRECT).await?;
+        if let Some(row) = tx
+            .query_opt(&stmt, &[&lo.0, &hi.0, &a.0, &default_tier.as_str()])
+            .await?
+        {
+            let id: i64 = row.try_get("id")?;
+            let stmt = tx.prepare_cached(INSERT_MEMBERS).await?;
+            tx.execute(&stmt, &[&id, &vec![lo.0, hi.0]]).await?;
+            tx.commit().await?;
+            return Ok((ConvId(id), true));
+        }
+        let stmt = tx.prepare_cached(DIRECT_BY_PAIR).await?;
+        let row = tx.query_one(&stmt, &[&lo.0, &hi.0]).await?;
+        tx.commit().await?;
+        Ok((ConvId(row.try_get("id")?), false))
+    }
+
+    /// A new group of `creator` and `members`.
+    pub async fn create_group(
+        &self,
+        creator: UserId,
+        title: &str,
+        members: &[UserId],
+        default_tier: Tier,
+    ) -> Result<ConvId, StoreError> {
+        let mut all = ids(members);
+        all.push(creator.0);
+        all.sort_unstable();
+        all.dedup();
+        let mut client = self.pool().get().await?;
+        let tx = client.transaction().await?;
+        let stmt = tx.prepare_cached(INSERT_GROUP).await?;
+        let row = tx
+            .query_one(&stmt, &[&title, &creator.0, &default_tier.as_str()])
+            .await?;
+        let id: i64 = row.try_get("id")?;
+        let stmt = tx.prepare_cached(INSERT_MEMBERS).await?;
+        tx.execute(&stmt, &[&id, &all]).await?;
+        tx.commit().await?;
+        Ok(ConvId(id))
+    }
+
+    /// The conversation of a broadcast audience, created on first use.
+    pub async fn broadcast_conversation(
+        &self,
+        audience: &AudienceKey,
+    ) -> Result<ConvId, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(BROADCAST_CONVERSATION).await?;
+        let row = client.query_one(&stmt, &[&audience.as_str()]).await?;
+        Ok(ConvId(row.try_get("id")?))
+    }
+
+    /// Where `user` (with `audiences`) stands with `conv`.
+    pub async fn membership(
+        &self,
+        user: UserId,
+        audiences: &[AudienceKey],
+        conv: ConvId,
+    ) -> Result<Membership, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(MEMBERSHIP).await?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&user.0, &audience_keys(audiences), &conv.0])
+            .await?
+        else {
+            return Ok(Membership::NoSuchConversation);
+        };
+        let member: Option<bool> = row.try_get("member")?;
+        if member != Some(true) {
+            return Ok(Membership::NotMember);
+        }
+        let kind: String = row.try_get("kind")?;
+        Ok(Membership::Member {
+            kind: parse_kind(&kind)?,
+            last_seq: Seq(row.try_get("last_seq")?),
+            read_seq: Seq(row.try_get("read_seq")?),
+        })
+    }
+
+    /// The direct and group conversations `user` belongs to.
+    pub async fn user_conversations(&self, user: UserId) -> Result<Vec<ConvId>, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(USER_CONVERSATIONS).await?;
+        let rows = client.query(&stmt, &[&user.0]).await?;
+        rows.iter()
+            .map(|r| Ok(ConvId(r.try_get("conv")?)))
+            .collect()
+    }
+
+    /// Member ids of a direct or group conversation.
+    pub async fn members(&self, conv: ConvId) -> Result<Vec<UserId>, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(MEMBERS).await?;
+        let rows = client.query(&stmt, &[&conv.0]).await?;
+        rows.iter()
+            .map(|r| Ok(UserId(r.try_get("user_id")?)))
+            .collect()
+    }
+
+    /// The kind of a conversation and, for broadcasts, its audience.
+    pub async fn conversation_kind(
+        &self,
+        conv: ConvId,
+    ) -> Result<Option<(ConversationKind, Option<AudienceKey>)>, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(CONVERSATION_KIND).await?;
+        let Some(row) = client.query_opt(&stmt, &[&conv.0]).await? else {
+            return Ok(None);
+        };
+        let kind: String = row.try_get("kind")?;
+        let audience: Option<String> = row.try_get("audience")?;
+        Ok(Some((
+            parse_kind(&kind)?,
+            audience.map(AudienceKey::from_stored),
+        )))
+    }
+
+    /// The caller's conversations, newest activity first (keyset page after `before`),
+    /// or just `only` when given.
+    pub async fn list_conversations(
+        &self,
+        user: UserId,
+        audiences: &[AudienceKey],
+        limit: i64,
+        before: Option<ConvId>,
+        only: Option<ConvId>,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let c = self.cutoffs();
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(LIST_CONVERSATIONS).await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &user.0,
+                    &audience_keys(audiences),
+                    &c.normal,
+                    &c.important,
+                    &before.map(|b| b.0),
+                    &limit,
+                    &only.map(|o| o.0),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind")?;
+                let members: Option<Vec<i64>> = r.try_get("members")?;
+                let default_tier: String = r.try_get("default_tier")?;
+                Ok(Conversation {
+                    id: ConvId(r.try_get("id")?),
+                    kind: parse_kind(&kind)?,
+                    title: r.try_get("title")?,
+                    audience: r.try_get("audience")?,
+                    last_seq: Seq(r.try_get("last_seq")?),
+                    read_seq: Seq(r.try_get("read_seq")?),
+                    unread: r.try_get("unread")?,
+                    members: members.map(|m| m.into_iter().map(UserId).collect()),
+                    default_tier: parse_tier(&default_tier)?,
+                    last_message: message_prefixed(r, LAST_MESSAGE)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::MESSAGE_COLUMNS;
+
+    #[test]
+    fn last_message_columns_carry_the_decoded_prefix() {
+        for c in MESSAGE_COLUMNS {
+            let alias = format!("lm.{c} AS {LAST_MESSAGE}{c}");
+            assert!(LIST_CONVERSATIONS.contains(&alias), "{alias} missing");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! SQL fragments shared by the statements of several domains, and the conversion of
+//! typed arguments into statement parameters.
+//!
+//! The fragments are `macro_rules!` producing string literals, so each statement can
+//! still be one `const` built with `concat!`. Import them by path
+//! (`use crate::sql::{retained, visible};`).
+//!
+//! Statements that read messages filter by retention: a message is retained while its
+//! `created_at` is after its tier's cutoff, so an expired message is never returned or
+//! counted, whether or not its partition has been dropped yet.
+
+use chat_wire::{AudienceKey, UserId};
+
+/// The retention predicate over the messages alias `$m`, with the normal and important
+/// cutoffs in the parameters `$n` and `$i`.
+macro_rules! retained {
+    ($m:literal, $n:literal, $i:literal) => {
+        concat!(
+            $m,
+            ".created_at > CASE ",
+            $m,
+            ".tier WHEN 'important' THEN ",
+            $i,
+            "::timestamptz ELSE ",
+            $n,
+            "::timestamptz END"
+        )
+    };
+}
+
+/// The conversations user `$1` can see, as the CTE `vis`: direct and group
+/// conversations by membership, broadcast conversations by audience (`$2`, the user's
+/// audiences). `read_seq` is 0 where a broadcast has not been read yet.
+macro_rules! visible {
+    () => {
+        "WITH vis AS (
+            SELECT c.id, c.kind, c.title, c.audience, c.default_tier, c.last_seq,
+                   c.last_activity, m.read_seq
+              FROM members m JOIN conversations c ON c.id = m.conv
+             WHERE m.user_id = $1 AND c.kind <> 'broadcast'
+            UNION ALL
+            SELECT c.id, c.kind, c.title, c.audience, c.default_tier, c.last_seq,
+                   c.last_activity, COALESCE(m.read_seq, 0)
+              FROM conversations c
+              LEFT JOIN members m ON m.conv = c.id AND m.user_id = $1
+             WHERE c.kind = 'broadcast' AND c.audience = ANY($2::text[])
+        ) "
+    };
+}
+
+/// Unread of the `vis` row `v` for user `$1`, cutoffs in `$3`, `$4` (an expression:
+/// the statement names its column).
+macro_rules! unread {
+    () => {
+        concat!(
+            "(CASE WHEN v.last_seq <= v.read_seq THEN 0 ELSE (
+                SELECT count(*) FROM messages x
+                 WHERE x.conv = v.id AND x.seq > v.read_seq AND x.sender <> $1 AND ",
+            $crate::sql::retained!("x", "$3", "$4"),
+            ") END)::bigint"
+        )
+    };
+}
+
+/// The columns of a message of the messages alias `$m`, by name: the ones
+/// [`crate::rows::message`] reads (a test holds both to `MESSAGE_COLUMNS`). With
+/// `AS "prefix_"` each is aliased `prefix_<name>`, for a row that also holds other
+/// columns (decode with [`crate::rows::message_prefixed`] and the same prefix).
+#[rustfmt::skip]
+macro_rules! message_columns {
+    ($m:literal) => {
+        concat!(
+            $m, ".conv, ",
+            $m, ".seq, ",
+            $m, ".sender, ",
+            $m, ".cid, ",
+            $m, ".body, ",
+            $m, ".tier, ",
+            $m, ".created_at, ",
+            $m, ".reply_to"
+        )
+    };
+    ($m:literal AS $p:literal) => {
+        concat!(
+            $m, ".conv AS ", $p, "conv, ",
+            $m, ".seq AS ", $p, "seq, ",
+            $m, ".sender AS ", $p, "sender, ",
+            $m, ".cid AS ", $p, "cid, ",
+            $m, ".body AS ", $p, "body, ",
+            $m, ".tier AS ", $p, "tier, ",
+            $m, ".created_at AS ", $p, "created_at, ",
+            $m, ".reply_to AS ", $p, "reply_to"
+        )
+    };
+}
+
+pub(crate) use {message_columns, retained, unread, visible};
+
+/// User ids as a `bigint[]` parameter.
+pub(crate) fn ids(list: &[UserId]) -> Vec<i64> {
+    list.iter().map(|u| u.0).collect()
+}
+
+/// Audience keys as a `text[]` parameter.
+pub(crate) fn audience_keys(list: &[AudienceKey]) -> Vec<&str> {
+    list.iter().map(AudienceKey::as_str).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::rows::MESSAGE_COLUMNS;
+
+    #[test]
+    fn retained_names_its_alias_and_parameters() {
+        assert_eq!(
+            retained!("x", "$3", "$4"),
+            "x.created_at > CASE x.tier WHEN 'important' THEN $4::timestamptz \
+             ELSE $3::timestamptz END"
+        );
+    }
+
+    #[test]
+    fn message_columns_list_every_decoded_column() {
+        let plain: Vec<String> = MESSAGE_COLUMNS.iter().map(|c| format!("x.{c}")).collect();
+        assert_eq!(message_columns!("x"), plain.join(", "));
+        let aliased: Vec<String> = MESSAGE_COLUMNS
+            .iter()
+            .map(|c| format!("lm.{c} AS lm_{c}"))
+            .collect();
+        assert_eq!(message_columns!("lm" AS "lm_"), aliased.join(", "));
+    }
+}

@@ -1,0 +1,110 @@
+//! Sync: every visible conversation past the client's cursors, with its new messages.
+
+use crate::error::StoreError;
+use crate::rows::message;
+use crate::sql::{audience_keys, message_columns, retained, unread, visible};
+use crate::store::Store;
+use chat_wire::http::{SyncConversation, SyncResponse};
+use chat_wire::{AudienceKey, ConvId, Message, Seq, UserId};
+use std::collections::{BTreeMap, HashMap};
+
+/// Most conversations one sync answer carries; the rest come in the next round.
+const SYNC_MAX_CONVERSATIONS: i64 = 200;
+
+/// Visible conversations whose `last_seq` is past the client's cursor (`$5` ids,
+/// `$6` cursors; a missing cursor is 0), at most `$7` of them, by id.
+const SYNC_CONVERSATIONS: &str = concat!(
+    visible!(),
+    ", cur AS (SELECT * FROM unnest($5::bigint[], $6::bigint[]) AS t(conv, after))
+SELECT v.id, v.last_seq, v.read_seq, ",
+    unread!(),
+    " AS unread, COALESCE(cur.after, 0) AS after
+  FROM vis v LEFT JOIN cur ON cur.conv = v.id
+ WHERE v.last_seq > COALESCE(cur.after, 0)
+ ORDER BY v.id
+ LIMIT $7"
+);
+
+/// Up to `$5` retained messages after each cursor (`$1` ids, `$2` cursors).
+const SYNC_MESSAGES: &str = concat!(
+    "SELECT ",
+    message_columns!("x"),
+    " FROM unnest($1::bigint[], $2::bigint[]) AS t(conv, after)
+  CROSS JOIN LATERAL (
+       SELECT * FROM messages x WHERE x.conv = t.conv AND x.seq > t.after AND ",
+    retained!("x", "$3", "$4"),
+    " ORDER BY x.seq LIMIT $5) x
+ ORDER BY x.conv, x.seq"
+);
+
+impl Store {
+    /// Every visible conversation past its cursor, with up to `limit` messages each.
+    pub async fn sync(
+        &self,
+        user: UserId,
+        audiences: &[AudienceKey],
+        cursors: &BTreeMap<ConvId, Seq>,
+        limit: i64,
+    ) -> Result<SyncResponse, StoreError> {
+        let c = self.cutoffs();
+        let client = self.pool().get().await?;
+        let (cur_ids, cur_seqs): (Vec<i64>, Vec<i64>) =
+            cursors.iter().map(|(k, v)| (k.0, v.0.max(0))).unzip();
+        let stmt = client.prepare_cached(SYNC_CONVERSATIONS).await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &user.0,
+                    &audience_keys(audiences),
+                    &c.normal,
+                    &c.important,
+                    &cur_ids,
+                    &cur_seqs,
+                    &(SYNC_MAX_CONVERSATIONS + 1),
+                ],
+            )
+            .await?;
+        let mut more = rows.len() as i64 > SYNC_MAX_CONVERSATIONS;
+        let mut convs = Vec::with_capacity(rows.len());
+        let (mut ids, mut afters) = (vec![], vec![]);
+        for r in rows.iter().take(SYNC_MAX_CONVERSATIONS as usize) {
+            let id: i64 = r.try_get("id")?;
+            ids.push(id);
+            afters.push(r.try_get::<_, i64>("after")?);
+            convs.push(SyncConversation {
+                id: ConvId(id),
+                last_seq: Seq(r.try_get("last_seq")?),
+                read_seq: Seq(r.try_get("read_seq")?),
+                unread: r.try_get("unread")?,
+                messages: Vec::new(),
+            });
+        }
+        if !ids.is_empty() {
+            let stmt = client.prepare_cached(SYNC_MESSAGES).await?;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[&ids, &afters, &c.normal, &c.important, &(limit + 1)],
+                )
+                .await?;
+            let mut by_conv: HashMap<i64, Vec<Message>> = HashMap::new();
+            for r in &rows {
+                let m = message(r)?;
+                by_conv.entry(m.conv.0).or_default().push(m);
+            }
+            for conv in &mut convs {
+                let mut msgs = by_conv.remove(&conv.id.0).unwrap_or_default();
+                if msgs.len() as i64 > limit {
+                    msgs.truncate(limit as usize);
+                    more = true;
+                }
+                conv.messages = msgs;
+            }
+        }
+        Ok(SyncResponse {
+            conversations: convs,
+            more,
+        })
+    }
+}

@@ -1,0 +1,208 @@
+//! Users: registration, provisioning, login lookup, search and attributes.
+
+use crate::error::StoreError;
+use crate::sql::ids;
+use crate::store::Store;
+use chat_wire::http::UserSummary;
+use chat_wire::{Attributes, UserId};
+
+const INSERT_USER: &str =
+    "INSERT INTO users (username, display_name, password_hash, external_id, org, roles, jobs)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+
+const PROVISION_USER: &str =
+    "INSERT INTO users (username, display_name, external_id, org, roles, jobs)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (external_id) DO NOTHING RETURNING id";
+
+const USER_BY_EXTERNAL_ID: &str = "SELECT id FROM users WHERE external_id = $1";
+
+const USER_AUTH: &str = "SELECT id, password_hash FROM users WHERE username = $1 AND id <> 0";
+
+const USER_BY_ID: &str =
+    "SELECT id, username, display_name, org, roles, jobs FROM users WHERE id = $1 AND id <> 0";
+
+const SEARCH_USERS: &str = "SELECT id, username, display_name FROM users
+     WHERE username LIKE $1 ESCAPE '\\' AND id <> 0 ORDER BY username LIMIT $2";
+
+const SET_ATTRIBUTES: &str =
+    "UPDATE users SET org = $2, roles = $3, jobs = $4 WHERE id = $1 AND id <> 0";
+
+const COUNT_USERS: &str =
+    "SELECT count(*) AS n FROM users WHERE id = ANY($1::bigint[]) AND id <> 0";
+
+/// A user to create with a password (register) or without (provisioned).
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: Option<String>,
+    pub external_id: Option<String>,
+    pub attributes: Attributes,
+}
+
+/// What login needs.
+#[derive(Debug, Clone)]
+pub struct UserAuth {
+    pub id: UserId,
+    pub password_hash: Option<String>,
+}
+
+/// A user as stored.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub attributes: Attributes,
+}
+
+/// The `LIKE` pattern (escape `\`) of the strings that start with `prefix`.
+fn escape_like(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+impl Store {
+    /// Creates a user; `Conflict` if the username is taken.
+    pub async fn create_user(&self, user: &NewUser) -> Result<UserId, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(INSERT_USER).await?;
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &user.username,
+                    &user.display_name,
+                    &user.password_hash,
+                    &user.external_id,
+                    &user.attributes.org,
+                    &user.attributes.roles,
+                    &user.attributes.jobs,
+                ],
+            )
+            .await?;
+        Ok(UserId(row.try_get("id")?))
+    }
+
+    /// Creates a user of the company's identity system once per `external_id`.
+    /// Returns the id and whether it was created now.
+    pub async fn provision_user(&self, user: &NewUser) -> Result<(UserId, bool), StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(PROVISION_USER).await?;
+        let row = client
+            .query_opt(
+                &stmt,
+                &[
+                    &user.username,
+                    &user.display_name,
+                    &user.external_id,
+                    &user.attributes.org,
+                    &user.attributes.roles,
+                    &user.attributes.jobs,
+                ],
+            )
+            .await?;
+        if let Some(row) = row {
+            return Ok((UserId(row.try_get("id")?), true));
+        }
+        let stmt = client.prepare_cached(USER_BY_EXTERNAL_ID).await?;
+        let row = client
+            .query_opt(&stmt, &[&user.external_id])
+            .await?
+            .ok_or(StoreError::Conflict("external_id"))?;
+        Ok((UserId(row.try_get("id")?), false))
+    }
+
+    pub async fn user_auth(&self, username: &str) -> Result<Option<UserAuth>, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(USER_AUTH).await?;
+        let Some(row) = client.query_opt(&stmt, &[&username]).await? else {
+            return Ok(None);
+        };
+        Ok(Some(UserAuth {
+            id: UserId(row.try_get("id")?),
+            password_hash: row.try_get("password_hash")?,
+        }))
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(USER_BY_ID).await?;
+        let Some(row) = client.query_opt(&stmt, &[&id.0]).await? else {
+            return Ok(None);
+        };
+        Ok(Some(UserRecord {
+            id: UserId(row.try_get("id")?),
+            username: row.try_get("username")?,
+            display_name: row.try_get("display_name")?,
+            attributes: Attributes {
+                org: row.try_get("org")?,
+                roles: row.try_get("roles")?,
+                jobs: row.try_get("jobs")?,
+            },
+        }))
+    }
+
+    /// Users whose username starts with `prefix`, by username.
+    pub async fn search_users(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<UserSummary>, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(SEARCH_USERS).await?;
+        let rows = client.query(&stmt, &[&escape_like(prefix), &limit]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UserSummary {
+                    id: UserId(r.try_get("id")?),
+                    username: r.try_get("username")?,
+                    display_name: r.try_get("display_name")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces a user's attributes; `NotFound` for an unknown user.
+    pub async fn set_attributes(&self, id: UserId, attrs: &Attributes) -> Result<(), StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(SET_ATTRIBUTES).await?;
+        let n = client
+            .execute(&stmt, &[&id.0, &attrs.org, &attrs.roles, &attrs.jobs])
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    /// How many of `users` exist (the system user does not count).
+    pub async fn count_users(&self, users: &[UserId]) -> Result<i64, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(COUNT_USERS).await?;
+        let row = client.query_one(&stmt, &[&ids(users)]).await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_prefix_is_escaped() {
+        assert_eq!(escape_like(""), "%");
+        assert_eq!(escape_like("ali"), "ali%");
+        assert_eq!(escape_like("a_b%c"), "a\\_b\\%c%");
+        assert_eq!(escape_like("back\\slash"), "back\\\\slash%");
+        assert_eq!(escape_like("ünï_"), "ünï\\_%");
+    }
+}
