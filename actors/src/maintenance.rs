@@ -33,13 +33,13 @@ pub async fn run(store: chat_store::Store, cfg: UpkeepConfig) {
         tick.tick().await;
         if lease.as_ref().is_some_and(UpkeepLease::is_lost) {
             lease = None;
-            metrics::gauge!("chat_upkeep_leader").set(0.0);
+            metrics::gauge!(crate::metrics::UPKEEP_LEADER).set(0.0);
             tracing::warn!("upkeep leadership lost with its connection");
         }
         if lease.is_none() {
             lease = try_lead(&cfg).await;
             if lease.is_some() {
-                metrics::gauge!("chat_upkeep_leader").set(1.0);
+                metrics::gauge!(crate::metrics::UPKEEP_LEADER).set(1.0);
                 tracing::info!(node = %cfg.node, "this node now runs retention upkeep");
             }
         }
@@ -88,8 +88,10 @@ async fn upkeep(store: &chat_store::Store, cfg: &UpkeepConfig) {
         match store.drop_expired_partitions(tier, ttl, now).await {
             Ok(dropped) => {
                 for d in dropped {
-                    metrics::counter!("chat_partitions_dropped_total", "tier" => tier).increment(1);
-                    metrics::histogram!("chat_partition_drop_seconds").record(d.took.as_secs_f64());
+                    metrics::counter!(crate::metrics::PARTITIONS_DROPPED_TOTAL, "tier" => tier)
+                        .increment(1);
+                    metrics::histogram!(crate::metrics::PARTITION_DROP_SECONDS)
+                        .record(d.took.as_secs_f64());
                 }
             }
             Err(e) => tracing::warn!(error = %e, tier, "dropping expired partitions failed"),

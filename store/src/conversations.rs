@@ -140,9 +140,9 @@ impl Store {
         &self,
         audience: &AudienceKey,
     ) -> Result<ConvId, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(BROADCAST_CONVERSATION).await?;
-        let row = client.query_one(&stmt, &[&audience.as_str()]).await?;
+        let row = self
+            .query_one(BROADCAST_CONVERSATION, &[&audience.as_str()])
+            .await?;
         Ok(ConvId(row.try_get("id")?))
     }
 
@@ -153,10 +153,8 @@ impl Store {
         audiences: &[AudienceKey],
         conv: ConvId,
     ) -> Result<Membership, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(MEMBERSHIP).await?;
-        let Some(row) = client
-            .query_opt(&stmt, &[&user.0, &audience_keys(audiences), &conv.0])
+        let Some(row) = self
+            .query_opt(MEMBERSHIP, &[&user.0, &audience_keys(audiences), &conv.0])
             .await?
         else {
             return Ok(Membership::NoSuchConversation);
@@ -175,9 +173,7 @@ impl Store {
 
     /// The direct and group conversations `user` belongs to.
     pub async fn user_conversations(&self, user: UserId) -> Result<Vec<ConvId>, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(USER_CONVERSATIONS).await?;
-        let rows = client.query(&stmt, &[&user.0]).await?;
+        let rows = self.query(USER_CONVERSATIONS, &[&user.0]).await?;
         rows.iter()
             .map(|r| Ok(ConvId(r.try_get("conv")?)))
             .collect()
@@ -185,9 +181,7 @@ impl Store {
 
     /// Member ids of a direct or group conversation.
     pub async fn members(&self, conv: ConvId) -> Result<Vec<UserId>, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(MEMBERS).await?;
-        let rows = client.query(&stmt, &[&conv.0]).await?;
+        let rows = self.query(MEMBERS, &[&conv.0]).await?;
         rows.iter()
             .map(|r| Ok(UserId(r.try_get("user_id")?)))
             .collect()
@@ -198,9 +192,7 @@ impl Store {
         &self,
         conv: ConvId,
     ) -> Result<Option<(ConversationKind, Option<AudienceKey>)>, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(CONVERSATION_KIND).await?;
-        let Some(row) = client.query_opt(&stmt, &[&conv.0]).await? else {
+        let Some(row) = self.query_opt(CONVERSATION_KIND, &[&conv.0]).await? else {
             return Ok(None);
         };
         let kind: String = row.try_get("kind")?;
@@ -222,11 +214,9 @@ impl Store {
         only: Option<ConvId>,
     ) -> Result<Vec<Conversation>, StoreError> {
         let c = self.cutoffs();
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(LIST_CONVERSATIONS).await?;
-        let rows = client
+        let rows = self
             .query(
-                &stmt,
+                LIST_CONVERSATIONS,
                 &[
                     &user.0,
                     &audience_keys(audiences),
@@ -247,7 +237,9 @@ impl Store {
                     id: ConvId(r.try_get("id")?),
                     kind: parse_kind(&kind)?,
                     title: r.try_get("title")?,
-                    audience: r.try_get("audience")?,
+                    audience: r
+                        .try_get::<_, Option<String>>("audience")?
+                        .map(AudienceKey::from_stored),
                     last_seq: Seq(r.try_get("last_seq")?),
                     read_seq: Seq(r.try_get("read_seq")?),
                     unread: r.try_get("unread")?,

@@ -75,11 +75,9 @@ impl Store {
         audiences: &[AudienceKey],
     ) -> Result<(i64, BTreeMap<ConvId, i64>), StoreError> {
         let c = self.cutoffs();
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(UNREAD).await?;
-        let rows = client
+        let rows = self
             .query(
-                &stmt,
+                UNREAD,
                 &[&user.0, &audience_keys(audiences), &c.normal, &c.important],
             )
             .await?;
@@ -103,11 +101,9 @@ impl Store {
         read_seq: Seq,
     ) -> Result<i64, StoreError> {
         let c = self.cutoffs();
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(UNREAD_ONE).await?;
-        let row = client
+        let row = self
             .query_one(
-                &stmt,
+                UNREAD_ONE,
                 &[&conv.0, &read_seq.0, &user.0, &c.normal, &c.important],
             )
             .await?;

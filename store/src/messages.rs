@@ -187,19 +187,19 @@ impl Store {
     ) -> Result<(Vec<Message>, Seq), StoreError> {
         let c = self.cutoffs();
         let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(HISTORY).await?;
-        let rows = client
-            .query(
-                &stmt,
+        let page = client.prepare_cached(HISTORY).await?;
+        let oldest = client.prepare_cached(OLDEST_RETAINED).await?;
+        // Independent reads: pipelined, one round trip.
+        let (rows, row) = futures_util::future::try_join(
+            client.query(
+                &page,
                 &[&conv.0, &before.0, &c.normal, &c.important, &limit],
-            )
-            .await?;
+            ),
+            client.query_one(&oldest, &[&conv.0, &c.normal, &c.important]),
+        )
+        .await?;
         let mut messages = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
-        let stmt = client.prepare_cached(OLDEST_RETAINED).await?;
-        let row = client
-            .query_one(&stmt, &[&conv.0, &c.normal, &c.important])
-            .await?;
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok((messages, Seq(oldest.unwrap_or(last_seq.0 + 1))))
     }

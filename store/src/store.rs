@@ -7,7 +7,7 @@ use crate::retention::{Cutoffs, Retention};
 use chrono::Utc;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use std::time::Duration;
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, Row};
 
 const PING: &str = "SELECT 1";
 
@@ -23,6 +23,9 @@ pub struct StoreConfig {
     pub statement_timeout: Duration,
     pub retention: Retention,
 }
+
+/// A statement parameter.
+pub(crate) type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
 
 /// The Postgres store. Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -87,6 +90,52 @@ impl Store {
     /// The retention cutoffs as of now, for the statements that read messages.
     pub(crate) fn cutoffs(&self) -> Cutoffs {
         self.retention.cutoffs(Utc::now())
+    }
+
+    /// Runs one statement (prepared once per connection, then cached) on a pooled
+    /// connection and returns its rows. Calls of several statements on one connection
+    /// (a transaction, a pipeline) take the connection themselves.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&Param<'_>],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query(&stmt, params).await?)
+    }
+
+    /// [`Store::query`] for a statement that returns exactly one row.
+    pub(crate) async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&Param<'_>],
+    ) -> Result<Row, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query_one(&stmt, params).await?)
+    }
+
+    /// [`Store::query`] for a statement that returns at most one row.
+    pub(crate) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&Param<'_>],
+    ) -> Result<Option<Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query_opt(&stmt, params).await?)
+    }
+
+    /// [`Store::query`] for a statement that returns no rows: how many it changed.
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &[&Param<'_>],
+    ) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.execute(&stmt, params).await?)
     }
 
     /// `SELECT 1` on a pooled connection.

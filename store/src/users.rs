@@ -73,11 +73,9 @@ fn escape_like(prefix: &str) -> String {
 impl Store {
     /// Creates a user; `Conflict` if the username is taken.
     pub async fn create_user(&self, user: &NewUser) -> Result<UserId, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(INSERT_USER).await?;
-        let row = client
+        let row = self
             .query_one(
-                &stmt,
+                INSERT_USER,
                 &[
                     &user.username,
                     &user.display_name,
@@ -95,11 +93,9 @@ impl Store {
     /// Creates a user of the company's identity system once per `external_id`.
     /// Returns the id and whether it was created now.
     pub async fn provision_user(&self, user: &NewUser) -> Result<(UserId, bool), StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(PROVISION_USER).await?;
-        let row = client
+        let row = self
             .query_opt(
-                &stmt,
+                PROVISION_USER,
                 &[
                     &user.username,
                     &user.display_name,
@@ -113,18 +109,15 @@ impl Store {
         if let Some(row) = row {
             return Ok((UserId(row.try_get("id")?), true));
         }
-        let stmt = client.prepare_cached(USER_BY_EXTERNAL_ID).await?;
-        let row = client
-            .query_opt(&stmt, &[&user.external_id])
+        let row = self
+            .query_opt(USER_BY_EXTERNAL_ID, &[&user.external_id])
             .await?
             .ok_or(StoreError::Conflict("external_id"))?;
         Ok((UserId(row.try_get("id")?), false))
     }
 
     pub async fn user_auth(&self, username: &str) -> Result<Option<UserAuth>, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(USER_AUTH).await?;
-        let Some(row) = client.query_opt(&stmt, &[&username]).await? else {
+        let Some(row) = self.query_opt(USER_AUTH, &[&username]).await? else {
             return Ok(None);
         };
         Ok(Some(UserAuth {
@@ -134,9 +127,7 @@ impl Store {
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(USER_BY_ID).await?;
-        let Some(row) = client.query_opt(&stmt, &[&id.0]).await? else {
+        let Some(row) = self.query_opt(USER_BY_ID, &[&id.0]).await? else {
             return Ok(None);
         };
         Ok(Some(UserRecord {
@@ -157,9 +148,9 @@ impl Store {
         prefix: &str,
         limit: i64,
     ) -> Result<Vec<UserSummary>, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(SEARCH_USERS).await?;
-        let rows = client.query(&stmt, &[&escape_like(prefix), &limit]).await?;
+        let rows = self
+            .query(SEARCH_USERS, &[&escape_like(prefix), &limit])
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(UserSummary {
@@ -173,10 +164,11 @@ impl Store {
 
     /// Replaces a user's attributes; `NotFound` for an unknown user.
     pub async fn set_attributes(&self, id: UserId, attrs: &Attributes) -> Result<(), StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(SET_ATTRIBUTES).await?;
-        let n = client
-            .execute(&stmt, &[&id.0, &attrs.org, &attrs.roles, &attrs.jobs])
+        let n = self
+            .execute(
+                SET_ATTRIBUTES,
+                &[&id.0, &attrs.org, &attrs.roles, &attrs.jobs],
+            )
             .await?;
         if n == 0 {
             return Err(StoreError::NotFound("user"));
@@ -186,9 +178,7 @@ impl Store {
 
     /// How many of `users` exist (the system user does not count).
     pub async fn count_users(&self, users: &[UserId]) -> Result<i64, StoreError> {
-        let client = self.pool().get().await?;
-        let stmt = client.prepare_cached(COUNT_USERS).await?;
-        let row = client.query_one(&stmt, &[&ids(users)]).await?;
+        let row = self.query_one(COUNT_USERS, &[&ids(users)]).await?;
         Ok(row.try_get("n")?)
     }
 }

@@ -106,8 +106,9 @@ impl Attributes {
 /// The canonical path of a broadcast audience (`all`, `org/1/role/3`): the key its
 /// conversation, its bus channel and its online members are kept by. Made only by
 /// [`Audience::key`] and [`Attributes::audiences`], so it is always canonical.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, example = "org/1/role/3")]
 pub struct AudienceKey(String);
 
 impl AudienceKey {

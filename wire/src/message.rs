@@ -1,5 +1,6 @@
 //! Messages and conversations as clients see them.
 
+use crate::attributes::AudienceKey;
 use crate::error::ErrorCode;
 use crate::ids::{ConvId, Seq, UserId};
 use chrono::{DateTime, Utc};
@@ -168,7 +169,7 @@ pub struct Conversation {
     pub members: Option<Vec<UserId>>,
     /// The broadcast audience (`org/1/role/3`); only for broadcast conversations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
+    pub audience: Option<AudienceKey>,
     /// The tier of sends that name none.
     pub default_tier: Tier,
     pub last_seq: Seq,
