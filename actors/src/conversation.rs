@@ -73,7 +73,15 @@ pub struct Conversation {
 }
 
 impl Conversation {
-    pub fn new(id: ConvId, store: Store, registry: Addr<Registry>, bus: Arc<dyn Bus>) -> Self {
+    /// An actor for `id` that pushes from `push_from` on when it is known (see
+    /// [`PushOrder::starting_at`]).
+    pub fn new(
+        id: ConvId,
+        push_from: Option<i64>,
+        store: Store,
+        registry: Addr<Registry>,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
         Conversation {
             id,
             store,
@@ -83,7 +91,7 @@ impl Conversation {
             commits: GroupCommit::new(MAX_BATCH),
             stop_requested: false,
             last_activity: Instant::now(),
-            order: PushOrder::new(),
+            order: PushOrder::starting_at(push_from),
             gap_timer: None,
         }
     }
@@ -123,6 +131,7 @@ impl Conversation {
                 act.registry.do_send(ConversationIdle {
                     conv: act.id,
                     addr: ctx.address(),
+                    next_push: act.order.next(),
                 });
             }
             act.loaded = res;
@@ -339,6 +348,7 @@ impl Actor for Conversation {
                 act.registry.do_send(ConversationIdle {
                     conv: act.id,
                     addr: ctx.address(),
+                    next_push: act.order.next(),
                 });
             }
         });

@@ -7,6 +7,7 @@ use crate::session::Session;
 use actix::prelude::*;
 use bytestring::ByteString;
 use chat_bus::{BusNotice, Event};
+use chat_store::Held;
 use chat_wire::{AudienceKey, CloseCode, ConvId, Seq, UserId};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -43,8 +44,9 @@ pub struct Attach {
     pub id: SessionId,
     pub user: UserId,
     pub addr: Addr<Session>,
-    /// Direct and group conversations of the user (bus interest).
-    pub conversations: Vec<ConvId>,
+    /// Direct and group conversations of the user (bus interest), each with the last
+    /// seq it held at the handshake (where pushes to this user must start).
+    pub conversations: Vec<Held>,
     /// Broadcast audiences of the user.
     pub audiences: Vec<AudienceKey>,
 }
@@ -71,6 +73,9 @@ pub struct ConversationFor {
 pub struct ConversationIdle {
     pub conv: ConvId,
     pub addr: Addr<Conversation>,
+    /// The next seq the actor would have pushed, once it has seen a message: where
+    /// its successor starts.
+    pub next_push: Option<i64>,
 }
 
 /// Tells a Conversation actor to stop (after the registry forgot it).

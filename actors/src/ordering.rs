@@ -19,6 +19,10 @@ use std::collections::BTreeMap;
 /// the rest are skipped (clients sync).
 pub const MAX_GAP_FILL: i64 = 200;
 
+/// How often a gap is read before it is skipped when its reads fail (a pool that is
+/// saturated for a moment must not turn into skipped pushes).
+pub const GAP_READ_ATTEMPTS: u32 = 3;
+
 /// What to do with the gap timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
@@ -68,6 +72,8 @@ pub struct PushOrder<T> {
     held: BTreeMap<i64, T>,
     timer_armed: bool,
     reading: bool,
+    /// Failed reads of the current gap in a row.
+    failed_reads: u32,
 }
 
 impl<T> Default for PushOrder<T> {
@@ -77,6 +83,7 @@ impl<T> Default for PushOrder<T> {
             held: BTreeMap::new(),
             timer_armed: false,
             reading: false,
+            failed_reads: 0,
         }
     }
 }
@@ -84,6 +91,16 @@ impl<T> Default for PushOrder<T> {
 impl<T> PushOrder<T> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An order that pushes from `next` on, when it is known (where an earlier actor
+    /// of the conversation stopped, or what a member's client had when it connected);
+    /// otherwise the first message seen sets it.
+    pub fn starting_at(next: Option<i64>) -> Self {
+        PushOrder {
+            next,
+            ..Self::default()
+        }
     }
 
     /// The next seq to push, once a first message has been seen.
@@ -136,14 +153,30 @@ impl<T> PushOrder<T> {
     }
 
     /// The gap read returned: `Some` with what it found, `None` when it failed. What
-    /// is still missing before the first held message is skipped.
+    /// is still missing before the first held message is skipped once the gap has
+    /// been read; a failed read is tried again (after the gap wait) up to
+    /// [`GAP_READ_ATTEMPTS`] times before the gap is skipped.
     pub fn filled(&mut self, found: Option<Vec<(i64, T)>>) -> Step<T> {
         self.reading = false;
-        for (seq, item) in found.into_iter().flatten() {
+        let Some(found) = found else {
+            self.failed_reads += 1;
+            if self.failed_reads < GAP_READ_ATTEMPTS {
+                return self.release();
+            }
+            self.failed_reads = 0;
+            return self.skip_to_held();
+        };
+        self.failed_reads = 0;
+        for (seq, item) in found {
             if self.is_ahead(seq) {
                 self.held.entry(seq).or_insert(item);
             }
         }
+        self.skip_to_held()
+    }
+
+    /// Moves the order past what is missing before the first held message, and pushes.
+    fn skip_to_held(&mut self) -> Step<T> {
         if let (Some(next), Some(&first)) = (self.next, self.held.keys().next()) {
             if first > next {
                 self.next = Some(first);
@@ -240,17 +273,42 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_whose_read_fails_is_skipped() {
+    fn a_gap_whose_read_fails_is_read_again_then_skipped() {
         let mut o = PushOrder::new();
         o.arrived(1, "a");
         o.arrived(4, "d");
         o.arrived(5, "e");
+        for attempt in 1..GAP_READ_ATTEMPTS {
+            assert!(o.timer_fired().read.is_some(), "read {attempt}");
+            let s = o.filled(None);
+            assert!(
+                s.push.is_empty(),
+                "nothing skipped after failed read {attempt}"
+            );
+            assert_eq!(s.timer, Timer::Arm, "the gap is waited for again");
+        }
         assert!(o.timer_fired().read.is_some());
         let s = o.filled(None);
         assert_eq!(pushed(&s), vec!["d", "e"]);
         assert_eq!(o.next(), Some(6));
         // A late copy of a skipped seq is not pushed out of order.
         assert!(o.arrived(2, "b").push.is_empty());
+    }
+
+    #[test]
+    fn a_failed_read_followed_by_a_good_one_pushes_everything() {
+        let mut o = PushOrder::new();
+        o.arrived(1, "a");
+        o.arrived(3, "c");
+        o.timer_fired();
+        assert!(o.filled(None).push.is_empty());
+        o.timer_fired();
+        let s = o.filled(Some(vec![(2, "b")]));
+        assert_eq!(pushed(&s), vec!["b", "c"]);
+        // The count of failures starts again for the next gap.
+        o.arrived(5, "e");
+        o.timer_fired();
+        assert!(o.filled(None).push.is_empty());
     }
 
     #[test]
@@ -329,6 +387,29 @@ mod tests {
         );
         let s = o.filled(Some(vec![(1999, "w")]));
         assert_eq!(pushed(&s), vec!["w", "y"]);
+    }
+
+    #[test]
+    fn a_known_start_holds_a_first_message_that_overtook_earlier_ones() {
+        // The actor starts because of seq 7, but its members' clients had 4: 5 and 6
+        // are read from Postgres instead of being skipped.
+        let mut o = PushOrder::starting_at(Some(5));
+        let s = o.arrived(7, "g");
+        assert!(s.push.is_empty());
+        assert_eq!(s.timer, Timer::Arm);
+        let read = o.timer_fired().read;
+        assert_eq!(read.map(|r| (r.from, r.upto)), Some((5, 7)));
+        let s = o.filled(Some(vec![(5, "e"), (6, "f")]));
+        assert_eq!(pushed(&s), vec!["e", "f", "g"]);
+        // And what came before the start is not pushed again.
+        assert!(o.arrived(4, "d").push.is_empty());
+    }
+
+    #[test]
+    fn a_known_start_pushes_in_order_arrivals_at_once() {
+        let mut o = PushOrder::starting_at(Some(3));
+        assert_eq!(pushed(&o.arrived(3, "c")), vec!["c"]);
+        assert_eq!(o.next(), Some(4));
     }
 
     #[test]

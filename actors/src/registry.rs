@@ -12,8 +12,8 @@ use crate::metrics as m;
 use crate::session::Session;
 use actix::prelude::*;
 use chat_bus::{Bus, BusNotice, Channel, Event};
-use chat_store::Store;
-use chat_wire::{AudienceKey, CloseCode, ConvId, ServerFrame, UserId};
+use chat_store::{Held, Store};
+use chat_wire::{AudienceKey, CloseCode, ConvId, Seq, ServerFrame, UserId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -40,9 +40,17 @@ pub struct Registry {
     conversations: HashMap<ConvId, Addr<Conversation>>,
     /// Online users per conversation / audience: the bus interest.
     conv_interest: HashMap<ConvId, usize>,
+    /// Per conversation with interest: the next seq to push to its members here, so a
+    /// Conversation actor started by a remote event does not let that event fix where
+    /// pushing starts. Set from what the members' clients had at their handshake,
+    /// then from where each actor stopped; forgotten with the interest.
+    push_from: HashMap<ConvId, i64>,
     audience_users: HashMap<AudienceKey, HashSet<UserId>>,
     /// Online users with 1, 2, 3 and 4+ sessions here (a metric).
     by_sessions: [u64; 4],
+    /// Sessions attached here, kept as they come and go (not counted on each change:
+    /// a connect must not cost a walk over every online user).
+    open_sessions: usize,
     draining: bool,
 }
 
@@ -64,8 +72,10 @@ impl Registry {
             users: HashMap::new(),
             conversations: HashMap::new(),
             conv_interest: HashMap::new(),
+            push_from: HashMap::new(),
             audience_users: HashMap::new(),
             by_sessions: [0; 4],
+            open_sessions: 0,
             draining: false,
         }
     }
@@ -77,8 +87,10 @@ impl Registry {
             }
         }
         let (store, registry, bus) = (self.store.clone(), ctx.address(), self.bus.clone());
-        let make =
-            move |_: &mut Context<Conversation>| Conversation::new(conv, store, registry, bus);
+        let push_from = self.push_from.get(&conv).copied();
+        let make = move |_: &mut Context<Conversation>| {
+            Conversation::new(conv, push_from, store, registry, bus)
+        };
         let addr = if self.arbiters.is_empty() {
             Conversation::create(make)
         } else {
@@ -101,7 +113,12 @@ impl Registry {
         }
     }
 
-    fn add_interest(&mut self, conv: ConvId) {
+    /// One more online user here needs `conv`; `held` is the last seq their client
+    /// had (pushes to them start after it), when known.
+    fn add_interest(&mut self, conv: ConvId, held: Option<Seq>) {
+        if let Some(held) = held {
+            self.push_from.entry(conv).or_insert(held.0 + 1);
+        }
         let n = self.conv_interest.entry(conv).or_insert(0);
         *n += 1;
         if *n == 1 {
@@ -114,6 +131,7 @@ impl Registry {
             *n -= 1;
             if *n == 0 {
                 self.conv_interest.remove(&conv);
+                self.push_from.remove(&conv);
                 self.bus.unsubscribe(&Channel::Conversation(conv));
             }
         }
@@ -168,7 +186,7 @@ impl Registry {
     }
 
     fn session_count(&self) -> usize {
-        self.users.values().map(|o| o.sessions.len()).sum()
+        self.open_sessions
     }
 
     fn update_gauges(&self) {
@@ -179,8 +197,10 @@ impl Registry {
         }
     }
 
-    /// Moves a user between the session-count buckets (0 = not online).
+    /// A user went from `before` to `after` sessions here: moves them between the
+    /// session-count buckets (0 = not online) and keeps the session total.
     fn count_sessions(&mut self, before: usize, after: usize) {
+        self.open_sessions = (self.open_sessions + after).saturating_sub(before);
         if before > 0 {
             self.by_sessions[before.min(4) - 1] -= 1;
         }
@@ -225,12 +245,12 @@ impl Handler<Attach> for Registry {
         let first = !self.users.contains_key(&msg.user);
         if first {
             self.bus.subscribe(&Channel::User(msg.user));
-            for conv in &msg.conversations {
-                self.add_interest(*conv);
+            for held in &msg.conversations {
+                self.add_interest(held.conv, Some(held.last_seq));
             }
             self.join_audiences(msg.user, &msg.audiences);
             let online = self.users.entry(msg.user).or_default();
-            online.conversations = msg.conversations.iter().copied().collect();
+            online.conversations = msg.conversations.iter().map(|h| h.conv).collect();
             online.audiences = msg.audiences;
             // The list was read at the handshake; a conversation created since then
             // (announced before this node listened to the user's channel) is picked up
@@ -241,11 +261,14 @@ impl Handler<Attach> for Registry {
                 .map(move |res, act, ctx| {
                     let Ok(convs) = res else { return };
                     let known = act.users.get(&user).map(|o| o.conversations.clone());
-                    for conv in convs {
-                        if known.as_ref().is_some_and(|k| !k.contains(&conv)) {
+                    for held in convs {
+                        if known.as_ref().is_some_and(|k| !k.contains(&held.conv)) {
+                            act.push_from
+                                .entry(held.conv)
+                                .or_insert(held.last_seq.0 + 1);
                             ctx.notify(Joined {
                                 users: vec![user],
-                                conv,
+                                conv: held.conv,
                             });
                         }
                     }
@@ -254,15 +277,15 @@ impl Handler<Attach> for Registry {
         }
         if !first {
             // A later socket may know of conversations the first did not.
-            let new: Vec<ConvId> = self.users.get_mut(&msg.user).map_or_else(Vec::new, |o| {
+            let new: Vec<Held> = self.users.get_mut(&msg.user).map_or_else(Vec::new, |o| {
                 msg.conversations
                     .iter()
                     .copied()
-                    .filter(|c| o.conversations.insert(*c))
+                    .filter(|h| o.conversations.insert(h.conv))
                     .collect()
             });
-            for conv in new {
-                self.add_interest(conv);
+            for held in new {
+                self.add_interest(held.conv, Some(held.last_seq));
             }
         }
         if self.draining {
@@ -326,6 +349,11 @@ impl Handler<ConversationIdle> for Registry {
     fn handle(&mut self, msg: ConversationIdle, _ctx: &mut Self::Context) {
         if self.conversations.get(&msg.conv) == Some(&msg.addr) {
             self.conversations.remove(&msg.conv);
+            // Its successor pushes from where it stopped.
+            if let (Some(next), true) = (msg.next_push, self.conv_interest.contains_key(&msg.conv))
+            {
+                self.push_from.insert(msg.conv, next);
+            }
             metrics::gauge!(m::CONVERSATION_ACTORS).set(self.conversations.len() as f64);
         }
         msg.addr.do_send(StopConversation);
@@ -363,7 +391,7 @@ impl Handler<Joined> for Registry {
                 .get_mut(&user)
                 .is_some_and(|o| o.conversations.insert(msg.conv));
             if added {
-                self.add_interest(msg.conv);
+                self.add_interest(msg.conv, None);
             }
         }
         if let Some(addr) = self.conversations.get(&msg.conv) {

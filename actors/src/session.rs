@@ -13,10 +13,8 @@ use crate::service::{Chat, SendCommand};
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, CloseReason, ProtocolError};
 use bytestring::ByteString;
-use chat_store::NewMessage;
-use chat_wire::{
-    AudienceKey, ClientFrame, CloseCode, ConvId, ErrorCode, ServerFrame, UserId, MAX_CID_LEN,
-};
+use chat_store::{Held, NewMessage};
+use chat_wire::{AudienceKey, ClientFrame, CloseCode, ErrorCode, ServerFrame, UserId, MAX_CID_LEN};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -186,7 +184,7 @@ pub struct Session {
     cfg: Arc<SessionConfig>,
     audiences: Arc<Vec<AudienceKey>>,
     /// Handed to the registry at start (bus interest), then dropped.
-    initial_conversations: Vec<ConvId>,
+    initial_conversations: Vec<Held>,
     out: mpsc::Sender<Outbound>,
     kill: Option<oneshot::Sender<CloseReason>>,
     last_heard: Instant,
@@ -205,7 +203,7 @@ pub struct SessionParts {
     pub chat: Chat,
     pub cfg: Arc<SessionConfig>,
     pub audiences: Vec<AudienceKey>,
-    pub conversations: Vec<ConvId>,
+    pub conversations: Vec<Held>,
     pub out: mpsc::Sender<Outbound>,
     pub kill: oneshot::Sender<CloseReason>,
     pub token_expires: Instant,

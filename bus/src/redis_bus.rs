@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 
 /// Most queued publishes before new ones are dropped (pushes may be lost; sync is not).
 const PUBLISH_QUEUE: usize = 65_536;
+/// Most events one pipelined round trip to Redis carries.
+const PUBLISH_BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 enum Command {
@@ -105,17 +107,22 @@ async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<(String, String
                 continue;
             }
         };
-        while let Some((channel, payload)) = rx.recv().await {
-            let r: Result<i64, _> = redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(&payload)
-                .query_async(&mut conn)
-                .await;
+        // Everything queued goes out in one pipeline per round trip, in order: under
+        // load a round trip carries many events instead of one.
+        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+            let mut pipe = redis::pipe();
+            for (channel, payload) in &batch {
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            }
+            let n = batch.len() as u64;
+            batch.clear();
+            let r: Result<(), _> = pipe.query_async(&mut conn).await;
             match r {
-                Ok(_) => metrics::counter!(crate::metrics::PUBLISHES_TOTAL).increment(1),
+                Ok(()) => metrics::counter!(crate::metrics::PUBLISHES_TOTAL).increment(n),
                 Err(e) => {
-                    metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(1);
-                    tracing::warn!(error = %e, "bus publish failed");
+                    metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(n);
+                    tracing::warn!(error = %e, events = n, "bus publish failed");
                     break;
                 }
             }

@@ -406,3 +406,68 @@ async fn interest_drives_subscriptions() {
     drop(nodes);
     db.drop_now().await.unwrap();
 }
+
+/// A node whose Conversation actor is started by a remote event pushes from what its
+/// member's client had at connect, not from that event: here the event of the first
+/// message is lost (the publisher's Redis connection is cut, the subscribers' are not),
+/// and the second one starts the actor. The member still gets both, in order.
+#[actix_rt::test]
+async fn a_fresh_actor_pushes_from_what_its_member_had_not_from_the_first_event() {
+    let (db, redis, nodes) = cluster(2, &[]).await;
+    let (a1, a2) = (nodes[0].api(), nodes[1].api());
+    let (_alice, ta) = user(&a1, "fresh-a").await;
+    let (bob, tb) = user(&a2, "fresh-b").await;
+    let conv = a1.direct(&ta, bob).await.unwrap();
+    let (mut wb, _) = WsClient::connect_hello(&nodes[1].ws_url(&tb))
+        .await
+        .unwrap();
+    // Node 2 listens to the conversation for bob (and has no actor for it yet).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Cut every plain connection to Redis (the publishers); subscribers stay.
+    let out = tokio::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "CLIENT",
+            "KILL",
+            "TYPE",
+            "normal",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "redis-cli CLIENT KILL failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s, _) = a1.send(&ta, conv, "first", "one").await.unwrap();
+    assert_eq!(s, 201);
+    // The first publish died with its connection; the publisher reconnects.
+    let dropped = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("chat_bus_publish_dropped_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + T;
+    loop {
+        let m = a1.get("/metrics", None).await.unwrap().1;
+        if dropped(m.as_str().unwrap_or_default()) >= 1.0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _) = a1.send(&ta, conv, "second", "two").await.unwrap();
+    assert_eq!(s, 201);
+
+    let first = wb.expect("msg", T).await.unwrap();
+    let second = wb.expect("msg", T).await.unwrap();
+    assert_eq!(
+        (first["seq"].as_i64(), second["seq"].as_i64()),
+        (Some(1), Some(2)),
+        "{first} {second}"
+    );
+    assert_eq!(first["body"], "one");
+    drop(nodes);
+    db.drop_now().await.unwrap();
+}

@@ -33,7 +33,7 @@ const MEMBERSHIP: &str = "SELECT c.kind, c.last_seq, COALESCE(m.read_seq, 0) AS 
       WHERE c.id = $3";
 
 const USER_CONVERSATIONS: &str =
-    "SELECT m.conv FROM members m JOIN conversations c ON c.id = m.conv
+    "SELECT m.conv, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv
      WHERE m.user_id = $1 AND c.kind <> 'broadcast'";
 
 const MEMBERS: &str = "SELECT user_id FROM members WHERE conv = $1 ORDER BY user_id";
@@ -69,6 +69,14 @@ const LIST_CONVERSATIONS: &str = concat!(
  ORDER BY v.last_activity DESC, v.id DESC
  LIMIT $6"
 );
+
+/// A conversation of a user and the last seq it held when it was read: what a client
+/// that syncs after this read has, at the least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub conv: ConvId,
+    pub last_seq: Seq,
+}
 
 /// Where a user stands with a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,10 +180,15 @@ impl Store {
     }
 
     /// The direct and group conversations `user` belongs to.
-    pub async fn user_conversations(&self, user: UserId) -> Result<Vec<ConvId>, StoreError> {
+    pub async fn user_conversations(&self, user: UserId) -> Result<Vec<Held>, StoreError> {
         let rows = self.query(USER_CONVERSATIONS, &[&user.0]).await?;
         rows.iter()
-            .map(|r| Ok(ConvId(r.try_get("conv")?)))
+            .map(|r| {
+                Ok(Held {
+                    conv: ConvId(r.try_get("conv")?),
+                    last_seq: Seq(r.try_get("last_seq")?),
+                })
+            })
             .collect()
     }
 

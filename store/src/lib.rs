@@ -36,7 +36,7 @@ mod sync;
 mod upkeep;
 mod users;
 
-pub use conversations::Membership;
+pub use conversations::{Held, Membership};
 pub use cursors::ReadOutcome;
 pub use error::StoreError;
 pub use messages::{Appended, NewMessage};
