@@ -17,6 +17,7 @@ use crate::metrics as m;
 use crate::ordering::{GapRead, PushOrder, Step, Timer};
 use crate::registry::Registry;
 use crate::service::Accepted;
+use crate::writer::Writer;
 use actix::prelude::*;
 use bytestring::ByteString;
 use chat_bus::{Bus, Channel, Event};
@@ -59,6 +60,7 @@ struct Loaded {
 pub struct Conversation {
     id: ConvId,
     store: Store,
+    writer: Writer,
     registry: Addr<Registry>,
     bus: Arc<dyn Bus>,
     /// `Ok` once loaded; the error every send gets when the conversation could not be
@@ -79,12 +81,14 @@ impl Conversation {
         id: ConvId,
         push_from: Option<i64>,
         store: Store,
+        writer: Writer,
         registry: Addr<Registry>,
         bus: Arc<dyn Bus>,
     ) -> Self {
         Conversation {
             id,
             store,
+            writer,
             registry,
             bus,
             loaded: Err(ChatError::unavailable()),
@@ -177,13 +181,13 @@ impl Conversation {
             .map(|s| (s.cmd.message, (s.cmd.session, s.reply)))
             .unzip();
         metrics::histogram!(m::GROUP_COMMIT_BATCH_SIZE).record(rows.len() as f64);
-        let store = self.store.clone();
+        let writer = self.writer.clone();
         let conv = self.id;
         let started = Instant::now();
         // Bounded even if Postgres stops answering: the senders hear `unavailable`
         // (and retry with their cids) instead of waiting for ever.
         let fut = async move {
-            match tokio::time::timeout(APPEND_TIMEOUT, store.append(conv, &rows)).await {
+            match tokio::time::timeout(APPEND_TIMEOUT, writer.append(conv, rows)).await {
                 Ok(r) => r,
                 Err(_) => Err(StoreError::Unavailable("append timed out".into())),
             }

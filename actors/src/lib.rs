@@ -27,6 +27,7 @@ pub mod ordering;
 pub mod registry;
 pub mod service;
 pub mod session;
+pub mod writer;
 
 pub use error::ChatError;
 pub use service::Chat;

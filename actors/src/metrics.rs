@@ -26,6 +26,12 @@ pub const ERRORS_TOTAL: &str = "chat_errors_total";
 pub const GROUP_COMMIT_BATCH_SIZE: &str = "chat_group_commit_batch_size";
 /// Time of one group commit, pool wait included.
 pub const STORE_APPEND_SECONDS: &str = "chat_store_append_seconds";
+/// Conversations in one transaction of the node's writer.
+pub const COMMIT_CONVERSATIONS: &str = "chat_commit_conversations";
+/// Sends in one transaction of the node's writer.
+pub const COMMIT_ROWS: &str = "chat_commit_rows";
+/// Conversations a transaction found held by another writer and left for the next.
+pub const COMMIT_BUSY_TOTAL: &str = "chat_commit_busy_total";
 /// 1 while this node runs retention upkeep.
 pub const UPKEEP_LEADER: &str = "chat_upkeep_leader";
 /// Expired partitions dropped, by `tier`.
@@ -39,6 +45,10 @@ pub fn register() {
     use chat_bus::metrics as bus;
     for (name, help) in [
         (SENDS_ACKED_TOTAL, "sends acknowledged"),
+        (
+            COMMIT_BUSY_TOTAL,
+            "conversations left for a later transaction: another writer held them",
+        ),
         (DELIVERIES_TOTAL, "frames handed to local sessions"),
         (
             SLOW_CONSUMER_CLOSES_TOTAL,
@@ -79,6 +89,8 @@ pub fn register() {
     for (name, help) in [
         (GROUP_COMMIT_BATCH_SIZE, "sends per group commit"),
         (STORE_APPEND_SECONDS, "time of one group commit"),
+        (COMMIT_CONVERSATIONS, "conversations per writer transaction"),
+        (COMMIT_ROWS, "sends per writer transaction"),
         (PARTITION_DROP_SECONDS, "time of one partition drop"),
     ] {
         metrics::describe_histogram!(name, help);

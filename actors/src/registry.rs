@@ -10,6 +10,7 @@ use crate::conversation::Conversation;
 use crate::messages::*;
 use crate::metrics as m;
 use crate::session::Session;
+use crate::writer::Writer;
 use actix::prelude::*;
 use chat_bus::{Bus, BusNotice, Channel, Event};
 use chat_store::{Held, Store};
@@ -28,6 +29,7 @@ struct Online {
 /// The Registry actor. See the module documentation.
 pub struct Registry {
     store: Store,
+    writer: Writer,
     bus: Arc<dyn Bus>,
     max_connections_per_user: usize,
     /// Arbiters Conversation actors are spread over (round-robin).
@@ -57,12 +59,14 @@ pub struct Registry {
 impl Registry {
     pub fn new(
         store: Store,
+        writer: Writer,
         bus: Arc<dyn Bus>,
         max_connections_per_user: usize,
         arbiters: Vec<ArbiterHandle>,
     ) -> Self {
         Registry {
             store,
+            writer,
             bus,
             max_connections_per_user,
             arbiters,
@@ -86,10 +90,11 @@ impl Registry {
                 return addr.clone();
             }
         }
-        let (store, registry, bus) = (self.store.clone(), ctx.address(), self.bus.clone());
+        let (store, writer) = (self.store.clone(), self.writer.clone());
+        let (registry, bus) = (ctx.address(), self.bus.clone());
         let push_from = self.push_from.get(&conv).copied();
         let make = move |_: &mut Context<Conversation>| {
-            Conversation::new(conv, push_from, store, registry, bus)
+            Conversation::new(conv, push_from, store, writer, registry, bus)
         };
         let addr = if self.arbiters.is_empty() {
             Conversation::create(make)

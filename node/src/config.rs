@@ -51,6 +51,7 @@ pub struct Node {
 pub struct Database {
     pub url: String,
     pub pool_size: usize,
+    pub write_pool_size: usize,
     #[serde(deserialize_with = "duration")]
     pub acquire_timeout: Duration,
     #[serde(deserialize_with = "duration")]
@@ -140,6 +141,8 @@ pub struct Retention {
     pub upkeep_interval: Duration,
     #[serde(deserialize_with = "duration")]
     pub partition_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub dedupe_window: Duration,
 }
 
 /// Log output format.
@@ -274,6 +277,9 @@ impl Settings {
         }
         if self.database.pool_size == 0 {
             return fail("database.pool_size", "must be at least 1");
+        }
+        if self.database.write_pool_size == 0 {
+            return fail("database.write_pool_size", "must be at least 1");
         }
         if self.limits.sends_per_sec == 0 {
             return fail("limits.sends_per_sec", "must be at least 1");

@@ -18,6 +18,7 @@ use chat_actors::maintenance::{self, partitions_ahead, UpkeepConfig};
 use chat_actors::messages::{Drain, FromBus, OpenSessions};
 use chat_actors::metrics as m;
 use chat_actors::registry::Registry;
+use chat_actors::writer::{Writer, WriterConfig};
 use chat_actors::Chat;
 use chat_bus::{Bus, LocalBus, RedisBus};
 use chat_store::{Retention, Store, StoreConfig};
@@ -64,12 +65,18 @@ fn install_metrics() -> Result<PrometheusHandle, NodeError> {
     if let Some(handle) = installed.as_ref() {
         return Ok(handle.clone());
     }
-    let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    let batch = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+    ];
     let latency = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(m::GROUP_COMMIT_BATCH_SIZE.into()), &batch)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::COMMIT_ROWS.into()), &batch))
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(m::COMMIT_CONVERSATIONS.into()), &batch)
+        })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency))
         .and_then(|b| b.install_recorder())
         .map_err(|e| NodeError::Metrics(e.to_string()))?;
@@ -88,6 +95,8 @@ async fn connect_store(settings: &Settings) -> Result<Store, NodeError> {
             normal: settings.retention.normal_ttl,
             important: settings.retention.important_ttl,
         },
+        write_pool_size: settings.database.write_pool_size,
+        dedupe_window: settings.retention.dedupe_window,
     };
     // Postgres may still be starting (containers, a fresh machine): retry a while.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -148,14 +157,26 @@ impl ChatNode {
             ),
         };
 
-        let arbiters: Vec<Arbiter> = (0..workers(&settings)).map(|_| Arbiter::new()).collect();
+        let mut arbiters: Vec<Arbiter> = (0..workers(&settings)).map(|_| Arbiter::new()).collect();
+        // The writer has a thread of its own: group commits never wait behind fan-out.
+        let writer_thread = Arbiter::new();
+        let writer = Writer::start(
+            store.clone(),
+            WriterConfig {
+                in_flight: settings.database.write_pool_size,
+                ..WriterConfig::default()
+            },
+            Some(&writer_thread.handle()),
+        );
         let registry = Registry::new(
             store.clone(),
+            writer,
             bus.clone(),
             settings.limits.max_connections_per_user,
             arbiters.iter().map(Arbiter::handle).collect(),
         )
         .start();
+        arbiters.push(writer_thread);
         let mut tasks = Vec::new();
         {
             let registry = registry.clone();

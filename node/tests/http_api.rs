@@ -665,3 +665,120 @@ async fn metrics_are_present_at_zero_before_traffic() {
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+/// A cid is remembered for `retention.dedupe_window`: a resend within it is answered
+/// with the stored message and stores nothing; after it, the same cid is a new send.
+#[actix_rt::test]
+async fn a_cid_is_deduplicated_within_the_window() {
+    let (db, node) = node_with(&[("CHAT__RETENTION__DEDUPE_WINDOW", "2s")]).await;
+    let api = node.api();
+    let a = user(&api, "win-a").await.unwrap();
+    let b = user(&api, "win-b").await.unwrap();
+    let conv = api.direct(&a.token, b.id).await.unwrap();
+    let (s, first) = api.send(&a.token, conv, "same", "one").await.unwrap();
+    assert_eq!(s, 201);
+    let (s, again) = api.send(&a.token, conv, "same", "one").await.unwrap();
+    assert_eq!((s, &again["seq"]), (200, &first["seq"]));
+    assert_eq!(rows(&db, conv).await.unwrap(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (s, later) = api.send(&a.token, conv, "same", "one").await.unwrap();
+    assert_eq!((s, later["seq"].as_i64()), (201, Some(2)));
+    assert_eq!(rows(&db, conv).await.unwrap(), 2);
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+/// Sends to many conversations at once share the node's group commits: each is acked
+/// once and stored once, and every conversation's seqs run 1..N.
+#[actix_rt::test]
+async fn sends_to_many_conversations_at_once_are_each_stored_once_in_order() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let hub = user(&api, "hub").await.unwrap();
+    let mut convs = Vec::new();
+    for i in 0..40 {
+        let peer = user(&api, &format!("peer{i}")).await.unwrap();
+        convs.push(api.direct(&hub.token, peer.id).await.unwrap());
+    }
+    let mut tasks = Vec::new();
+    for &conv in &convs {
+        for k in 0..5 {
+            let (api, token) = (api.clone(), hub.token.clone());
+            tasks.push(actix_rt::spawn(async move {
+                api.send(&token, conv, &format!("m{conv}-{k}"), "x")
+                    .await
+                    .unwrap()
+                    .0
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 201);
+    }
+    let c = db.client().await.unwrap();
+    for conv in convs {
+        let rows = c
+            .query(
+                "SELECT seq, cid FROM messages WHERE conv = $1 ORDER BY seq",
+                &[&conv],
+            )
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5], "conversation {conv}");
+        let cids: BTreeSet<String> = rows.iter().map(|r| r.get(1)).collect();
+        assert_eq!(cids.len(), 5);
+    }
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+/// A conversation another writer holds (here a transaction of the test's own) does not
+/// hold up the sends of other conversations: they are acked meanwhile, and the held
+/// one is written as soon as the lock goes.
+#[actix_rt::test]
+async fn a_conversation_held_by_another_writer_does_not_stall_the_others() {
+    // One transaction at a time: a writer that waited for the lock would stall all.
+    let (db, node) = node_with(&[("CHAT__DATABASE__WRITE_POOL_SIZE", "1")]).await;
+    let api = node.api();
+    let a = user(&api, "held-a").await.unwrap();
+    let b = user(&api, "held-b").await.unwrap();
+    let c = user(&api, "held-c").await.unwrap();
+    let held = api.direct(&a.token, b.id).await.unwrap();
+    let free = api.direct(&a.token, c.id).await.unwrap();
+    let pg = db.client().await.unwrap();
+    pg.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM conversations WHERE id = {held} FOR NO KEY UPDATE"
+    ))
+    .await
+    .unwrap();
+    let waiting = {
+        let (api, token) = (api.clone(), a.token.clone());
+        actix_rt::spawn(async move { api.send(&token, held, "h1", "held").await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    for k in 0..5 {
+        let (s, _) = api
+            .send(&a.token, free, &format!("f{k}"), "free")
+            .await
+            .unwrap();
+        assert_eq!(s, 201);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the free conversation waited {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !waiting.is_finished(),
+        "the held conversation cannot be written yet"
+    );
+    assert_eq!(rows(&db, held).await.unwrap(), 0);
+    pg.batch_execute("COMMIT").await.unwrap();
+    let (s, body) = waiting.await.unwrap();
+    assert_eq!((s, body["seq"].as_i64()), (201, Some(1)));
+    assert_eq!(rows(&db, held).await.unwrap(), 1);
+    drop(node);
+    db.drop_now().await.unwrap();
+}

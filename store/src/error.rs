@@ -2,7 +2,7 @@ use thiserror::Error;
 
 /// What can go wrong in the store. Callers act on the variants: `Conflict` and
 /// `NotFound` are the caller's fault, `Unavailable` means retry later.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// A unique key is taken: the field that collided (username, external id).
     #[error("conflict: {0} is taken")]

@@ -11,7 +11,8 @@
 //!   [`UserRecord`]).
 //! - `conversations.rs`: direct, group and broadcast conversations, [`Membership`],
 //!   members and the conversation list.
-//! - `messages.rs`: `append` (group commit: [`NewMessage`], [`Appended`]) and history.
+//! - `messages.rs`: `append_many` (group commit across conversations: [`Batch`],
+//!   [`BatchOutcome`], [`NewMessage`], [`Appended`]), `append` and history.
 //! - `cursors.rs`: read cursors and unread counts ([`ReadOutcome`]).
 //! - `sync.rs`: sync of every conversation past the client's cursors.
 //! - [`partitions`]: the time-range partitions of `messages` and their expiry.
@@ -39,7 +40,7 @@ mod users;
 pub use conversations::{Held, Membership};
 pub use cursors::ReadOutcome;
 pub use error::StoreError;
-pub use messages::{Appended, NewMessage};
+pub use messages::{Appended, Batch, BatchOutcome, NewMessage};
 pub use retention::Retention;
 pub use store::{Store, StoreConfig};
 pub use upkeep::{UpkeepLease, UPKEEP_LOCK};

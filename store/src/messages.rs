@@ -4,36 +4,55 @@ use crate::error::StoreError;
 use crate::rows::{message, parse_tier};
 use crate::sql::{message_columns, retained};
 use crate::store::Store;
-use chat_wire::{ConvId, Draft, Message, Seq, UserId};
+use chat_wire::{ConvId, Draft, Message, Seq, Tier, UserId};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-/// Locks the conversation row: every writer of one conversation, on any node, queues
-/// here. This is what keeps (conv, seq) and (conv, sender, cid) unique. `NO KEY UPDATE`
-/// conflicts with itself but not with the key-share locks of foreign-key checks (a
-/// first read of a broadcast inserting its cursor row does not wait for a commit).
-const LOCK_CONVERSATION: &str =
-    "SELECT last_seq, default_tier FROM conversations WHERE id = $1 FOR NO KEY UPDATE";
+/// How long [`Store::append`] waits before trying a conversation another writer holds.
+const BUSY_RETRY: Duration = Duration::from_millis(1);
 
-/// Messages of the batch already stored (a retried cid), looked up under the lock.
+/// Locks the conversation rows of a group commit in id order, so that two writers of
+/// overlapping sets never deadlock, and skips the rows another transaction holds: a
+/// group commit never waits for another writer (another node, usually); the
+/// conversations it could not lock go to the next one. Every writer of a
+/// conversation, on any node, takes this lock before it numbers messages: that is
+/// what keeps (conv, seq) and (conv, sender, cid) unique. `NO KEY UPDATE` conflicts
+/// with itself but not with the key-share locks of foreign-key checks (a first read of
+/// a broadcast inserting its cursor row does not wait for a commit).
+const LOCK_CONVERSATIONS: &str = "SELECT id, last_seq, default_tier FROM conversations
+     WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED";
+
+/// Which of `$1` exist: tells a conversation another writer holds from one that is gone.
+const EXISTING: &str = "SELECT id FROM conversations WHERE id = ANY($1::bigint[])";
+
+/// The sends of the group commit already stored (a retried cid) within the dedupe
+/// window (`created_at > $4`): one index probe per send, on the partitions the window
+/// overlaps only, however many partitions there are.
 const FIND_CIDS: &str = concat!(
     "SELECT ",
     message_columns!("m"),
-    " FROM messages m
-  JOIN unnest($2::bigint[], $3::text[]) AS k(sender, cid) ON k.sender = m.sender AND k.cid = m.cid
- WHERE m.conv = $1"
+    " FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(conv, sender, cid)
+  CROSS JOIN LATERAL (
+       SELECT * FROM messages x
+        WHERE x.conv = k.conv AND x.sender = k.sender AND x.cid = k.cid AND x.created_at > $4
+        LIMIT 1) m"
 );
 
-const INSERT_MESSAGES: &str = "INSERT INTO messages (conv, seq, sender, cid, body, tier, reply_to, created_at)
-     SELECT $1, * , $8 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[])";
+const INSERT_MESSAGES: &str =
+    "INSERT INTO messages (conv, seq, sender, cid, body, tier, reply_to, created_at)
+     SELECT *, $8 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                              $6::text[], $7::bigint[])";
 
-const ADVANCE_CONVERSATION: &str =
-    "UPDATE conversations SET last_seq = $2, last_activity = $3 WHERE id = $1";
+const ADVANCE_CONVERSATIONS: &str =
+    "UPDATE conversations c SET last_seq = k.last_seq, last_activity = $3
+      FROM unnest($1::bigint[], $2::bigint[]) AS k(id, last_seq)
+     WHERE c.id = k.id";
 
 /// Sending moves the sender's read cursor to its own message.
 const ADVANCE_SENDERS: &str = "UPDATE members m SET read_seq = GREATEST(m.read_seq, k.seq)
-      FROM unnest($2::bigint[], $3::bigint[]) AS k(uid, seq)
-     WHERE m.conv = $1 AND m.user_id = k.uid";
+      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS k(conv, uid, seq)
+     WHERE m.conv = k.conv AND m.user_id = k.uid";
 
 const HISTORY: &str = concat!(
     "SELECT ",
@@ -76,6 +95,24 @@ impl Appended {
     }
 }
 
+/// The sends to one conversation within a group commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub conv: ConvId,
+    pub messages: &'a [NewMessage],
+}
+
+/// What became of one conversation's batch in a group commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOutcome {
+    /// Committed: the outcome of each send, at its index.
+    Appended(Vec<Appended>),
+    /// Another transaction holds the conversation: nothing was done; write it again.
+    Busy,
+    /// The conversation does not exist.
+    NotFound,
+}
+
 /// Now, at the microsecond precision Postgres stores, so the returned message equals
 /// the one read back later.
 fn now_micros() -> DateTime<Utc> {
@@ -83,97 +120,209 @@ fn now_micros() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
+/// A locked conversation's numbering during a group commit.
+struct Numbering {
+    last_seq: i64,
+    default_tier: Tier,
+}
+
+/// The columns of the one insert of a group commit. They borrow from the batches:
+/// nothing of a send is copied for them.
+#[derive(Default)]
+struct Columns<'a> {
+    conv: Vec<i64>,
+    seq: Vec<i64>,
+    sender: Vec<i64>,
+    cid: Vec<&'a str>,
+    body: Vec<&'a str>,
+    tier: Vec<&'static str>,
+    reply_to: Vec<Option<i64>>,
+}
+
 impl Store {
-    /// Stores a batch of sends to one conversation in one transaction (group commit).
-    ///
-    /// Locks the conversation row, answers retried cids with their stored message,
-    /// numbers the new ones from `last_seq + 1`, inserts them in one statement, moves
-    /// `last_seq` and each sender's read cursor, and commits. The outcome of each send
-    /// is at its index. The caller has checked membership.
+    /// Stores a batch of sends to one conversation in one transaction, waiting while
+    /// another writer holds the conversation. The outcome of each send is at its
+    /// index. The caller has checked membership.
     pub async fn append(
         &self,
         conv: ConvId,
-        batch: &[NewMessage],
+        messages: &[NewMessage],
     ) -> Result<Vec<Appended>, StoreError> {
-        let mut client = self.pool().get().await?;
+        loop {
+            let outcome = self.append_many(&[Batch { conv, messages }]).await?;
+            match outcome.into_iter().next() {
+                Some(BatchOutcome::Appended(out)) => return Ok(out),
+                Some(BatchOutcome::NotFound) | None => {
+                    return Err(StoreError::NotFound("conversation"))
+                }
+                Some(BatchOutcome::Busy) => tokio::time::sleep(BUSY_RETRY).await,
+            }
+        }
+    }
+
+    /// Stores the batches of many conversations in one transaction (group commit
+    /// across conversations), on a connection of the write pool.
+    ///
+    /// Locks the conversation rows in id order, skipping those another transaction
+    /// holds (they come back `Busy`, untouched); answers retried cids found within the
+    /// dedupe window with their stored message; numbers each conversation's new sends
+    /// from its `last_seq + 1`; inserts every row in one statement, moves every
+    /// `last_seq` in one, and every sender's read cursor in one; and commits. The
+    /// outcome of each batch is at its index. An error means nothing was committed.
+    pub async fn append_many(
+        &self,
+        batches: &[Batch<'_>],
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        let mut client = self.write_pool().get().await?;
         let tx = client.transaction().await?;
+        let convs: Vec<i64> = batches.iter().map(|b| b.conv.0).collect();
+        let (mut k_conv, mut k_sender, mut k_cid) = (vec![], vec![], vec![]);
+        for b in batches {
+            for m in b.messages {
+                k_conv.push(b.conv.0);
+                k_sender.push(m.sender.0);
+                k_cid.push(m.draft.cid.as_str());
+            }
+        }
+        let since = self.dedupe_since();
         // The lock and the cid lookup go out together (one round trip). Postgres runs
-        // pipelined statements in order, so the lookup sees the conversation locked.
-        let lock_stmt = tx.prepare_cached(LOCK_CONVERSATION).await?;
+        // pipelined statements in order, so the lookup sees the rows locked.
+        let lock_stmt = tx.prepare_cached(LOCK_CONVERSATIONS).await?;
         let find_stmt = tx.prepare_cached(FIND_CIDS).await?;
-        let senders: Vec<i64> = batch.iter().map(|m| m.sender.0).collect();
-        let cids: Vec<&str> = batch.iter().map(|m| m.draft.cid.as_str()).collect();
-        let (row, found) = futures_util::future::try_join(
-            tx.query_opt(&lock_stmt, &[&conv.0]),
-            tx.query(&find_stmt, &[&conv.0, &senders, &cids]),
+        let (locked, found) = futures_util::future::try_join(
+            tx.query(&lock_stmt, &[&convs]),
+            tx.query(&find_stmt, &[&k_conv, &k_sender, &k_cid, &since]),
         )
         .await?;
-        let row = row.ok_or(StoreError::NotFound("conversation"))?;
-        let mut last_seq: i64 = row.try_get("last_seq")?;
-        let default_tier: String = row.try_get("default_tier")?;
-        let default_tier = parse_tier(&default_tier)?;
-        let mut known: HashMap<(i64, String), Message> = HashMap::new();
-        for r in found {
-            let m = message(&r)?;
-            known.insert((m.sender.0, m.cid.clone()), m);
+        let mut numbering: HashMap<i64, Numbering> = HashMap::with_capacity(locked.len());
+        for r in &locked {
+            let tier: String = r.try_get("default_tier")?;
+            numbering.insert(
+                r.try_get("id")?,
+                Numbering {
+                    last_seq: r.try_get("last_seq")?,
+                    default_tier: parse_tier(&tier)?,
+                },
+            );
+        }
+        let skipped: Vec<i64> = convs
+            .iter()
+            .copied()
+            .filter(|c| !numbering.contains_key(c))
+            .collect();
+        let existing: HashSet<i64> = if skipped.is_empty() {
+            HashSet::new()
+        } else {
+            let stmt = tx.prepare_cached(EXISTING).await?;
+            let rows = tx.query(&stmt, &[&skipped]).await?;
+            rows.iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<_, _>>()?
+        };
+        // Only what was found under the lock counts.
+        let found: Vec<Message> = found
+            .iter()
+            .map(message)
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|m| numbering.contains_key(&m.conv.0))
+            .collect();
+        // Keys borrow their cid (from `found`, then from the batches): nothing is
+        // copied to look a send up.
+        let mut known: HashMap<(i64, i64, &str), Message> = HashMap::new();
+        for m in &found {
+            known.insert((m.conv.0, m.sender.0, m.cid.as_str()), m.clone());
         }
 
         let ts = now_micros();
-        let mut out = Vec::with_capacity(batch.len());
-        // The columns of the insert borrow from the batch: nothing is copied for them.
-        let (mut seqs, mut snd, mut cid, mut body, mut tier, mut reply) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
-        let mut advanced: HashMap<i64, i64> = HashMap::new();
-        for m in batch {
-            let d = &m.draft;
-            if let Some(stored) = known.get(&(m.sender.0, d.cid.clone())) {
-                out.push(Appended::Duplicate(stored.clone()));
+        let mut cols = Columns::default();
+        let mut senders: HashMap<(i64, i64), i64> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for b in batches {
+            let conv = b.conv.0;
+            let Some(num) = numbering.get_mut(&conv) else {
+                outcomes.push(if existing.contains(&conv) {
+                    BatchOutcome::Busy
+                } else {
+                    BatchOutcome::NotFound
+                });
                 continue;
-            }
-            if d.reply_to.is_some_and(|r| r.0 < 1 || r.0 > last_seq) {
-                out.push(Appended::BadReply);
-                continue;
-            }
-            last_seq += 1;
-            let stored = Message {
-                conv,
-                seq: Seq(last_seq),
-                sender: m.sender,
-                cid: d.cid.clone(),
-                body: d.body.clone(),
-                tier: d.tier.unwrap_or(default_tier),
-                ts,
-                reply_to: d.reply_to,
             };
-            seqs.push(last_seq);
-            snd.push(m.sender.0);
-            cid.push(d.cid.as_str());
-            body.push(d.body.as_str());
-            tier.push(stored.tier.as_str());
-            reply.push(d.reply_to.map(|r| r.0));
-            advanced.insert(m.sender.0, last_seq);
-            known.insert((m.sender.0, d.cid.clone()), stored.clone());
-            out.push(Appended::Stored(stored));
+            let mut out = Vec::with_capacity(b.messages.len());
+            for m in b.messages {
+                let d = &m.draft;
+                if let Some(stored) = known.get(&(conv, m.sender.0, d.cid.as_str())) {
+                    out.push(Appended::Duplicate(stored.clone()));
+                    continue;
+                }
+                if d.reply_to.is_some_and(|r| r.0 < 1 || r.0 > num.last_seq) {
+                    out.push(Appended::BadReply);
+                    continue;
+                }
+                num.last_seq += 1;
+                let stored = Message {
+                    conv: b.conv,
+                    seq: Seq(num.last_seq),
+                    sender: m.sender,
+                    cid: d.cid.clone(),
+                    body: d.body.clone(),
+                    tier: d.tier.unwrap_or(num.default_tier),
+                    ts,
+                    reply_to: d.reply_to,
+                };
+                cols.conv.push(conv);
+                cols.seq.push(num.last_seq);
+                cols.sender.push(m.sender.0);
+                cols.cid.push(d.cid.as_str());
+                cols.body.push(d.body.as_str());
+                cols.tier.push(stored.tier.as_str());
+                cols.reply_to.push(d.reply_to.map(|r| r.0));
+                senders.insert((conv, m.sender.0), num.last_seq);
+                known.insert((conv, m.sender.0, d.cid.as_str()), stored.clone());
+                out.push(Appended::Stored(stored));
+            }
+            outcomes.push(BatchOutcome::Appended(out));
         }
 
-        if !seqs.is_empty() {
+        if !cols.seq.is_empty() {
+            let mut advanced: Vec<(i64, i64)> = batches
+                .iter()
+                .filter_map(|b| numbering.get(&b.conv.0).map(|n| (b.conv.0, n.last_seq)))
+                .collect();
+            advanced.sort_unstable();
+            advanced.dedup();
+            let (a_conv, a_seq): (Vec<i64>, Vec<i64>) = advanced.into_iter().unzip();
+            let (mut s_conv, mut s_uid, mut s_seq) = (vec![], vec![], vec![]);
+            for ((conv, uid), seq) in senders {
+                s_conv.push(conv);
+                s_uid.push(uid);
+                s_seq.push(seq);
+            }
             // Three independent writes, pipelined in one round trip.
             let insert = tx.prepare_cached(INSERT_MESSAGES).await?;
-            let advance = tx.prepare_cached(ADVANCE_CONVERSATION).await?;
-            let senders = tx.prepare_cached(ADVANCE_SENDERS).await?;
-            let (uids, useqs): (Vec<i64>, Vec<i64>) = advanced.into_iter().unzip();
+            let advance = tx.prepare_cached(ADVANCE_CONVERSATIONS).await?;
+            let cursors = tx.prepare_cached(ADVANCE_SENDERS).await?;
             futures_util::future::try_join3(
                 tx.execute(
                     &insert,
-                    &[&conv.0, &seqs, &snd, &cid, &body, &tier, &reply, &ts],
+                    &[
+                        &cols.conv,
+                        &cols.seq,
+                        &cols.sender,
+                        &cols.cid,
+                        &cols.body,
+                        &cols.tier,
+                        &cols.reply_to,
+                        &ts,
+                    ],
                 ),
-                tx.execute(&advance, &[&conv.0, &last_seq, &ts]),
-                tx.execute(&senders, &[&conv.0, &uids, &useqs]),
+                tx.execute(&advance, &[&a_conv, &a_seq, &ts]),
+                tx.execute(&cursors, &[&s_conv, &s_uid, &s_seq]),
             )
             .await?;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(outcomes)
     }
 
     /// Up to `limit` retained messages below `before` (ascending), and the oldest

@@ -4,7 +4,7 @@
 
 use crate::error::StoreError;
 use crate::retention::{Cutoffs, Retention};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use std::time::Duration;
 use tokio_postgres::{NoTls, Row};
@@ -22,6 +22,11 @@ pub struct StoreConfig {
     /// that stalls mid-transaction cannot hold a conversation's row lock for long.
     pub statement_timeout: Duration,
     pub retention: Retention,
+    /// Connections of the pool group commits run on (apart from `pool_size`).
+    pub write_pool_size: usize,
+    /// How long a send's cid is remembered: a resend within it is answered with the
+    /// stored message and never stored twice.
+    pub dedupe_window: Duration,
 }
 
 /// A statement parameter.
@@ -31,47 +36,85 @@ pub(crate) type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    write_pool: Pool,
     retention: Retention,
+    dedupe_window: Duration,
+}
+
+/// Builds one pool of `size` connections with the server settings `options`.
+fn build_pool(config: &StoreConfig, size: usize, options: &str) -> Result<Pool, StoreError> {
+    let mut pg: tokio_postgres::Config = config
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
+    let ms = config.statement_timeout.as_millis().max(1);
+    pg.options(format!(
+        "-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms} {options}"
+    ))
+    .keepalives(true)
+    .keepalives_idle(Duration::from_secs(30))
+    .tcp_user_timeout(config.statement_timeout)
+    .connect_timeout(config.acquire_timeout);
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(config.acquire_timeout),
+            create: Some(config.acquire_timeout),
+            recycle: Some(config.acquire_timeout),
+        })
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
 impl Store {
-    /// Builds the pool and checks that Postgres answers. Does not migrate.
+    /// Builds the pools and checks that Postgres answers. Does not migrate.
+    ///
+    /// Group commits run on a pool of their own (`write_pool_size` connections), so
+    /// reads never wait behind writes for a connection and the write statements keep
+    /// generic plans (`plan_cache_mode = force_generic_plan`): planned once per
+    /// connection, with partitions pruned when they run, instead of a custom plan
+    /// over every partition of `messages` on each call.
     pub async fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
-        let mut pg: tokio_postgres::Config = config
-            .url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Unavailable(e.to_string()))?;
-        let ms = config.statement_timeout.as_millis().max(1);
-        pg.options(format!(
-            "-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}"
-        ))
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30))
-        .tcp_user_timeout(config.statement_timeout)
-        .connect_timeout(config.acquire_timeout);
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(config.acquire_timeout),
-                create: Some(config.acquire_timeout),
-                recycle: Some(config.acquire_timeout),
-            })
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pool = build_pool(config, config.pool_size, "")?;
+        let write_pool = build_pool(
+            config,
+            config.write_pool_size,
+            "-c plan_cache_mode=force_generic_plan",
+        )?;
         let store = Store {
             pool,
+            write_pool,
             retention: config.retention,
+            dedupe_window: config.dedupe_window,
         };
         store.ping().await?;
         Ok(store)
+    }
+
+    /// The connections group commits run on.
+    pub(crate) fn write_pool(&self) -> &Pool {
+        &self.write_pool
+    }
+
+    /// Sends stored after this instant are found again by their cid.
+    pub(crate) fn dedupe_since(&self) -> DateTime<Utc> {
+        chrono::Duration::from_std(self.dedupe_window)
+            .ok()
+            .and_then(|d| Utc::now().checked_sub_signed(d))
+            .unwrap_or_default()
+    }
+
+    /// How long a cid is remembered.
+    pub fn dedupe_window(&self) -> Duration {
+        self.dedupe_window
     }
 
     /// Applies pending migrations; returns how many were applied.
