@@ -53,7 +53,7 @@ impl ClientFrame {
             .get("cid")
             .and_then(|c| c.as_str())
             .or_else(|| value.get("type").and_then(|t| t.as_str()))
-            .map(|s| s.chars().take(64).collect::<String>());
+            .map(|s| s.chars().take(crate::MAX_CID_LEN).collect::<String>());
         if !value.is_object() {
             return Err(FrameError {
                 message: "a frame is a JSON object".into(),
