@@ -36,6 +36,9 @@ const MAX_BATCH: usize = 512;
 /// How long an overtaking message waits for the one before it before the gap is
 /// filled from Postgres.
 const GAP_WAIT: Duration = Duration::from_millis(300);
+/// How long an actor whose conversation could not be loaded keeps answering with the
+/// error before it leaves.
+const LOAD_FAILED_LINGER: Duration = Duration::from_millis(500);
 /// How often the actor checks whether it is idle, and after how long it offers to stop.
 const IDLE_CHECK: Duration = Duration::from_secs(15);
 const IDLE_AFTER: Duration = Duration::from_secs(60);
@@ -128,14 +131,17 @@ impl Conversation {
                 return;
             }
             if let Err(e) = &res {
-                // Whatever waits gets the error; then the actor leaves, so the next
-                // request loads afresh (the conversation may exist by then, or
-                // Postgres be back).
+                // Whatever waits, or arrives in the next moment, gets the error; then
+                // the actor leaves, so a later request loads afresh (the conversation
+                // may exist by then, or Postgres be back). Leaving at once would let
+                // a send that was on its way find the actor gone, again and again.
                 tracing::debug!(conv = %act.id, error = %e, "conversation not loaded");
-                act.registry.do_send(ConversationIdle {
-                    conv: act.id,
-                    addr: ctx.address(),
-                    next_push: act.order.next(),
+                ctx.run_later(LOAD_FAILED_LINGER, |act, ctx| {
+                    act.registry.do_send(ConversationIdle {
+                        conv: act.id,
+                        addr: ctx.address(),
+                        next_push: act.order.next(),
+                    });
                 });
             }
             act.loaded = res;

@@ -782,3 +782,103 @@ async fn a_conversation_held_by_another_writer_does_not_stall_the_others() {
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+/// History pages and sync read only the partitions of the days they need (bounds
+/// from `conversation_days`), and still return every message: 300 messages over 12
+/// past days, each day in a partition of its own, some important, paged and synced.
+#[actix_rt::test]
+async fn history_and_sync_are_whole_across_days_and_partitions() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let a = user(&api, "days-a").await.unwrap();
+    let b = user(&api, "days-b").await.unwrap();
+    let conv = api.direct(&a.token, b.id).await.unwrap();
+    let pg = db.client().await.unwrap();
+    let today = now() / 86_400 * 86_400;
+    for d in 1..=13 {
+        let start = today - d * 86_400;
+        for tier in ["normal", "important"] {
+            pg.batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS messages_{tier}_p{start}_{end} PARTITION OF messages_{tier}
+                 FOR VALUES FROM (to_timestamp({start})) TO (to_timestamp({end}))",
+                end = start + 86_400
+            ))
+            .await
+            .unwrap();
+        }
+    }
+    // Seq s was stored (300 - s) hours ago; every fifth one is important.
+    pg.batch_execute(&format!(
+        "INSERT INTO messages (conv, seq, sender, cid, body, tier, created_at)
+         SELECT {conv}, s, {a}, 'old-' || s, 'm' || s,
+                CASE WHEN s % 5 = 0 THEN 'important' ELSE 'normal' END,
+                now() - (300 - s) * interval '1 hour'
+           FROM generate_series(1, 300) s;
+         INSERT INTO conversation_days (conv, day, first_seq)
+         SELECT conv, date_trunc('day', created_at, 'UTC'), min(seq) FROM messages
+          WHERE conv = {conv} GROUP BY 1, 2;
+         UPDATE conversations SET last_seq = 300 WHERE id = {conv}",
+        a = a.id
+    ))
+    .await
+    .unwrap();
+    let days: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM conversation_days WHERE conv = $1",
+            &[&conv],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(days >= 12, "spread over {days} days");
+
+    let mut seen = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let q = match before {
+            Some(b) => format!("/api/v1/conversations/{conv}/messages?limit=37&before_seq={b}"),
+            None => format!("/api/v1/conversations/{conv}/messages?limit=37"),
+        };
+        let (s, page) = api.get(&q, Some(&b.token)).await.unwrap();
+        assert_eq!(s, 200, "{page}");
+        let msgs = page["messages"].as_array().unwrap().clone();
+        if msgs.is_empty() {
+            break;
+        }
+        let seqs: Vec<i64> = msgs.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        before = seqs.first().copied();
+        seen.extend(seqs.into_iter().rev());
+        assert_eq!(page["oldest_retained_seq"].as_i64(), Some(1));
+    }
+    assert_eq!(seen, (1..=300).rev().collect::<Vec<_>>());
+
+    // Sync from a cursor two days back, 100 at a time.
+    let mut cursor = 250 - 48;
+    let mut synced = Vec::new();
+    loop {
+        let (s, r) = api
+            .post(
+                "/api/v1/sync",
+                Some(&b.token),
+                &json!({"cursors": {conv.to_string(): cursor}, "limit": 40}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{r}");
+        let convs = r["conversations"].as_array().unwrap();
+        let Some(c) = convs.iter().find(|c| c["id"] == conv) else {
+            break;
+        };
+        for m in c["messages"].as_array().unwrap() {
+            synced.push(m["seq"].as_i64().unwrap());
+        }
+        cursor = *synced.last().unwrap();
+        if !r["more"].as_bool().unwrap_or(false) {
+            break;
+        }
+    }
+    assert_eq!(synced, (203..=300).collect::<Vec<_>>());
+    drop(node);
+    db.drop_now().await.unwrap();
+}

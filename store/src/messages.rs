@@ -49,21 +49,34 @@ const ADVANCE_CONVERSATIONS: &str =
       FROM unnest($1::bigint[], $2::bigint[]) AS k(id, last_seq)
      WHERE c.id = k.id";
 
+/// The first seq a conversation stored on a day (see `sql/V2__conversation_days.sql`).
+const RECORD_DAYS: &str = "INSERT INTO conversation_days (conv, day, first_seq)
+     SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::bigint[])
+     ON CONFLICT DO NOTHING";
+
 /// Sending moves the sender's read cursor to its own message.
 const ADVANCE_SENDERS: &str = "UPDATE members m SET read_seq = GREATEST(m.read_seq, k.seq)
       FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS k(conv, uid, seq)
      WHERE m.conv = k.conv AND m.user_id = k.uid";
 
+/// The day of the conversation's seq `$2` (the last day that began at or before it),
+/// and its first day.
+const DAYS: &str =
+    "SELECT max(day) FILTER (WHERE first_seq <= $2) AS seq_day, min(day) AS first_day
+       FROM conversation_days WHERE conv = $1";
+
+/// A page of history, on the partitions from `$6` on.
 const HISTORY: &str = concat!(
     "SELECT ",
     message_columns!("x"),
-    " FROM messages x WHERE x.conv = $1 AND x.seq < $2 AND ",
+    " FROM messages x WHERE x.conv = $1 AND x.seq < $2 AND x.created_at >= $6 AND ",
     retained!("x", "$3", "$4"),
     " ORDER BY x.seq DESC LIMIT $5"
 );
 
+/// The oldest retained seq, on the partitions from the conversation's first day (`$4`).
 const OLDEST_RETAINED: &str = concat!(
-    "SELECT min(x.seq) AS oldest FROM messages x WHERE x.conv = $1 AND ",
+    "SELECT min(x.seq) AS oldest FROM messages x WHERE x.conv = $1 AND x.created_at >= $4 AND ",
     retained!("x", "$2", "$3")
 );
 
@@ -118,6 +131,23 @@ pub enum BatchOutcome {
 fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// How far a message's `created_at` may lie before the day its seq was recorded on:
+/// nodes stamp messages with their own clocks, which may disagree a little.
+const CLOCK_MARGIN: chrono::Duration = chrono::Duration::hours(6);
+
+/// The start of the UTC day of `t`.
+pub(crate) fn day_of(t: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = t.timestamp().div_euclid(86_400) * 86_400;
+    DateTime::from_timestamp(secs, 0).unwrap_or(t)
+}
+
+/// The `created_at` bound of reads from a recorded day: the day less the clock margin,
+/// or the epoch (no bound) when no day is recorded.
+pub(crate) fn lower_bound(day: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    day.and_then(|d| d.checked_sub_signed(CLOCK_MARGIN))
+        .unwrap_or(DateTime::UNIX_EPOCH)
 }
 
 /// A locked conversation's numbering during a group commit.
@@ -285,6 +315,16 @@ impl Store {
         }
 
         if !cols.seq.is_empty() {
+            // The first new seq of each conversation, on the day of this commit.
+            let day = day_of(ts);
+            let mut first: Vec<(i64, i64)> = Vec::new();
+            for (conv, seq) in cols.conv.iter().zip(&cols.seq) {
+                if !first.iter().any(|(c, _)| c == conv) {
+                    first.push((*conv, *seq));
+                }
+            }
+            let (d_conv, d_seq): (Vec<i64>, Vec<i64>) = first.into_iter().unzip();
+            let d_day = vec![day; d_conv.len()];
             let mut advanced: Vec<(i64, i64)> = batches
                 .iter()
                 .filter_map(|b| numbering.get(&b.conv.0).map(|n| (b.conv.0, n.last_seq)))
@@ -298,11 +338,12 @@ impl Store {
                 s_uid.push(uid);
                 s_seq.push(seq);
             }
-            // Three independent writes, pipelined in one round trip.
+            // Four independent writes, pipelined in one round trip.
             let insert = tx.prepare_cached(INSERT_MESSAGES).await?;
             let advance = tx.prepare_cached(ADVANCE_CONVERSATIONS).await?;
             let cursors = tx.prepare_cached(ADVANCE_SENDERS).await?;
-            futures_util::future::try_join3(
+            let days = tx.prepare_cached(RECORD_DAYS).await?;
+            futures_util::future::try_join4(
                 tx.execute(
                     &insert,
                     &[
@@ -318,6 +359,7 @@ impl Store {
                 ),
                 tx.execute(&advance, &[&a_conv, &a_seq, &ts]),
                 tx.execute(&cursors, &[&s_conv, &s_uid, &s_seq]),
+                tx.execute(&days, &[&d_conv, &d_day, &d_seq]),
             )
             .await?;
         }
@@ -336,20 +378,53 @@ impl Store {
     ) -> Result<(Vec<Message>, Seq), StoreError> {
         let c = self.cutoffs();
         let client = self.pool().get().await?;
+        let days = client.prepare_cached(DAYS).await?;
         let page = client.prepare_cached(HISTORY).await?;
         let oldest = client.prepare_cached(OLDEST_RETAINED).await?;
+        // The page wants seqs from `before - limit` on (fewer if some expired), so
+        // nothing older than that seq's day (less the clock margin) is read.
+        let lowest = (before.0 - limit).max(1);
+        let row = client.query_one(&days, &[&conv.0, &lowest]).await?;
+        let seq_day: Option<DateTime<Utc>> = row.try_get("seq_day")?;
+        let first_day: Option<DateTime<Utc>> = row.try_get("first_day")?;
+        let (since, first) = (lower_bound(seq_day), lower_bound(first_day));
+        let (n, i) = (c.normal, c.important);
         // Independent reads: pipelined, one round trip.
-        let (rows, row) = futures_util::future::try_join(
-            client.query(
-                &page,
-                &[&conv.0, &before.0, &c.normal, &c.important, &limit],
-            ),
-            client.query_one(&oldest, &[&conv.0, &c.normal, &c.important]),
+        let (mut rows, row) = futures_util::future::try_join(
+            client.query(&page, &[&conv.0, &before.0, &n, &i, &limit, &since]),
+            client.query_one(&oldest, &[&conv.0, &n, &i, &first]),
         )
         .await?;
+        if (rows.len() as i64) < limit && since > first {
+            // Short: messages of the page's range expired, and older retained ones
+            // (important, say) lie before the bound. Read from the first day.
+            rows = client
+                .query(&page, &[&conv.0, &before.0, &n, &i, &limit, &first])
+                .await?;
+        }
         let mut messages = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok((messages, Seq(oldest.unwrap_or(last_seq.0 + 1))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_start_at_utc_midnight() {
+        let t = DateTime::from_timestamp(86_400 * 3 + 5_000, 7).unwrap_or_default();
+        assert_eq!(day_of(t).timestamp(), 86_400 * 3);
+        let midnight = DateTime::from_timestamp(86_400 * 3, 0).unwrap_or_default();
+        assert_eq!(day_of(midnight), midnight);
+    }
+
+    #[test]
+    fn the_bound_leaves_a_clock_margin_or_none() {
+        let day = DateTime::from_timestamp(86_400 * 10, 0).unwrap_or_default();
+        assert_eq!(lower_bound(Some(day)), day - CLOCK_MARGIN);
+        assert_eq!(lower_bound(None), DateTime::UNIX_EPOCH);
     }
 }

@@ -36,6 +36,15 @@ pub struct Dropped {
 }
 
 impl Store {
+    /// Whether messages of `tier` expire (its rows are kept in range partitions that
+    /// upkeep drops).
+    pub fn expires(&self, tier: &str) -> bool {
+        match tier {
+            "important" => self.retention().important.is_some(),
+            _ => true,
+        }
+    }
+
     /// Creates, for each tier, the partitions covering `now` and `ahead` ranges after it,
     /// where missing. Returns how many it created.
     pub async fn ensure_partitions(
@@ -49,6 +58,12 @@ impl Store {
         let client = self.pool().get().await?;
         let mut created = 0;
         for tier in TIERS {
+            // A tier that never expires has nothing to drop: its rows stay in its
+            // DEFAULT partition, one table, instead of a partition a day for ever
+            // (every statement over `messages` pays for each partition).
+            if !self.expires(tier) {
+                continue;
+            }
             // Creating a partition scans the tier's DEFAULT partition under an exclusive
             // lock. A range that has already begun is only created while the default
             // is empty (a fresh database); later ones are created ahead, before any row

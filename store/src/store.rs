@@ -11,6 +11,10 @@ use tokio_postgres::{NoTls, Row};
 
 const PING: &str = "SELECT 1";
 
+/// Server options of every pooled connection beyond the timeouts (see
+/// [`Store::connect`]).
+const GENERIC_PLANS: &str = "-c plan_cache_mode=force_generic_plan";
+
 /// How to reach Postgres and what to keep.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -78,17 +82,16 @@ impl Store {
     /// Builds the pools and checks that Postgres answers. Does not migrate.
     ///
     /// Group commits run on a pool of their own (`write_pool_size` connections), so
-    /// reads never wait behind writes for a connection and the write statements keep
-    /// generic plans (`plan_cache_mode = force_generic_plan`): planned once per
-    /// connection, with partitions pruned when they run, instead of a custom plan
-    /// over every partition of `messages` on each call.
+    /// reads never wait behind writes for a connection. Every connection keeps
+    /// generic plans (`plan_cache_mode = force_generic_plan`): a statement is planned
+    /// once per connection and its partitions are pruned when it runs. Left to
+    /// itself, Postgres plans a statement over a partitioned table afresh at every
+    /// call (a custom plan over every partition of `messages`), which costs about
+    /// 150 ms a call at 400 partitions per tier against 1 to 5 ms for the generic
+    /// plan.
     pub async fn connect(config: &StoreConfig) -> Result<Store, StoreError> {
-        let pool = build_pool(config, config.pool_size, "")?;
-        let write_pool = build_pool(
-            config,
-            config.write_pool_size,
-            "-c plan_cache_mode=force_generic_plan",
-        )?;
+        let pool = build_pool(config, config.pool_size, GENERIC_PLANS)?;
+        let write_pool = build_pool(config, config.write_pool_size, GENERIC_PLANS)?;
         let store = Store {
             pool,
             write_pool,

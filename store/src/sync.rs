@@ -1,11 +1,13 @@
 //! Sync: every visible conversation past the client's cursors, with its new messages.
 
 use crate::error::StoreError;
+use crate::messages::lower_bound;
 use crate::rows::message;
 use crate::sql::{audience_keys, message_columns, retained, unread, visible};
 use crate::store::Store;
 use chat_wire::http::{SyncConversation, SyncResponse};
 use chat_wire::{AudienceKey, ConvId, Message, Seq, UserId};
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 
 /// Most conversations one sync answer carries; the rest come in the next round.
@@ -18,20 +20,24 @@ const SYNC_CONVERSATIONS: &str = concat!(
     ", cur AS (SELECT * FROM unnest($5::bigint[], $6::bigint[]) AS t(conv, after))
 SELECT v.id, v.last_seq, v.read_seq, ",
     unread!(),
-    " AS unread, COALESCE(cur.after, 0) AS after
+    " AS unread, COALESCE(cur.after, 0) AS after,
+       (SELECT max(d.day) FROM conversation_days d
+         WHERE d.conv = v.id AND d.first_seq <= COALESCE(cur.after, 0) + 1) AS since
   FROM vis v LEFT JOIN cur ON cur.conv = v.id
  WHERE v.last_seq > COALESCE(cur.after, 0)
  ORDER BY v.id
  LIMIT $7"
 );
 
-/// Up to `$5` retained messages after each cursor (`$1` ids, `$2` cursors).
+/// Up to `$5` retained messages after each cursor (`$1` ids, `$2` cursors), on the
+/// partitions from `$6` on (the day of the oldest cursor: see `conversation_days`).
 const SYNC_MESSAGES: &str = concat!(
     "SELECT ",
     message_columns!("x"),
     " FROM unnest($1::bigint[], $2::bigint[]) AS t(conv, after)
   CROSS JOIN LATERAL (
-       SELECT * FROM messages x WHERE x.conv = t.conv AND x.seq > t.after AND ",
+       SELECT * FROM messages x
+        WHERE x.conv = t.conv AND x.seq > t.after AND x.created_at >= $6 AND ",
     retained!("x", "$3", "$4"),
     " ORDER BY x.seq LIMIT $5) x
  ORDER BY x.conv, x.seq"
@@ -68,10 +74,17 @@ impl Store {
         let mut more = rows.len() as i64 > SYNC_MAX_CONVERSATIONS;
         let mut convs = Vec::with_capacity(rows.len());
         let (mut ids, mut afters) = (vec![], vec![]);
+        // One bound for all: the oldest cursor's day (no bound where one is unknown).
+        let mut since: Option<DateTime<Utc>> = None;
+        let mut unbounded = false;
         for r in rows.iter().take(SYNC_MAX_CONVERSATIONS as usize) {
             let id: i64 = r.try_get("id")?;
             ids.push(id);
             afters.push(r.try_get::<_, i64>("after")?);
+            match r.try_get::<_, Option<DateTime<Utc>>>("since")? {
+                Some(day) => since = Some(since.map_or(day, |s| s.min(day))),
+                None => unbounded = true,
+            }
             convs.push(SyncConversation {
                 id: ConvId(id),
                 last_seq: Seq(r.try_get("last_seq")?),
@@ -81,11 +94,12 @@ impl Store {
             });
         }
         if !ids.is_empty() {
+            let since = lower_bound(if unbounded { None } else { since });
             let stmt = client.prepare_cached(SYNC_MESSAGES).await?;
             let rows = client
                 .query(
                     &stmt,
-                    &[&ids, &afters, &c.normal, &c.important, &(limit + 1)],
+                    &[&ids, &afters, &c.normal, &c.important, &(limit + 1), &since],
                 )
                 .await?;
             let mut by_conv: HashMap<i64, Vec<Message>> = HashMap::new();
