@@ -86,18 +86,11 @@ async fn nodes_killed_under_load_lose_nothing_acked() {
     }
 
     // Postgres: every cid once, seqs 1..N, each acked cid at its acked seq.
-    let pg = db.client().await.unwrap();
-    let rows = pg
-        .query(
-            "SELECT seq, cid FROM messages WHERE conv = $1 ORDER BY seq",
-            &[&conv],
-        )
-        .await
-        .unwrap();
+    let rows = db.stored(conv).await.unwrap();
     let n = rows.len() as i64;
-    let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "no gap in seqs");
-    let stored: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+    let stored: BTreeMap<String, i64> = rows.into_iter().map(|(s, c)| (c, s)).collect();
     assert_eq!(stored.len() as i64, n, "no cid stored twice");
     assert_eq!(
         n as usize,

@@ -35,18 +35,11 @@ async fn user(api: &Api, name: &str) -> (i64, String) {
 /// Every acked cid of `sender` is stored exactly once, with its acked seq, and the
 /// conversation's seqs run 1..N without gaps.
 async fn assert_acked_stored_once(db: &TestDb, conv: i64, acked: &BTreeMap<String, i64>) -> i64 {
-    let c = db.client().await.unwrap();
-    let rows = c
-        .query(
-            "SELECT seq, cid FROM messages WHERE conv = $1 ORDER BY seq",
-            &[&conv],
-        )
-        .await
-        .unwrap();
-    let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let rows = db.stored(conv).await.unwrap();
+    let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
     let n = seqs.len() as i64;
     assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "seqs contiguous from 1");
-    let by_cid: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+    let by_cid: BTreeMap<String, i64> = rows.into_iter().map(|(s, c)| (c, s)).collect();
     assert_eq!(by_cid.len() as i64, n, "no cid stored twice");
     for (cid, seq) in acked {
         assert_eq!(by_cid.get(cid), Some(seq), "acked {cid} stored at its seq");

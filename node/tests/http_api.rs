@@ -715,18 +715,11 @@ async fn sends_to_many_conversations_at_once_are_each_stored_once_in_order() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 201);
     }
-    let c = db.client().await.unwrap();
     for conv in convs {
-        let rows = c
-            .query(
-                "SELECT seq, cid FROM messages WHERE conv = $1 ORDER BY seq",
-                &[&conv],
-            )
-            .await
-            .unwrap();
-        let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let stored = db.stored(conv).await.unwrap();
+        let seqs: Vec<i64> = stored.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5], "conversation {conv}");
-        let cids: BTreeSet<String> = rows.iter().map(|r| r.get(1)).collect();
+        let cids: BTreeSet<&String> = stored.iter().map(|(_, c)| c).collect();
         assert_eq!(cids.len(), 5);
     }
     drop(node);

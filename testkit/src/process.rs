@@ -79,6 +79,19 @@ impl TestDb {
         Ok(client)
     }
 
+    /// The stored `(seq, cid)` of a conversation's messages, by seq.
+    pub async fn stored(&self, conv: i64) -> Result<Vec<(i64, String)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, cid FROM messages WHERE conv = $1 ORDER BY seq",
+                &[&conv],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// `SELECT count(*)` of a query whose one parameter is a conversation id.
     pub async fn count(&self, sql: &str, conv: i64) -> Result<i64> {
         Ok(self.client().await?.query_one(sql, &[&conv]).await?.get(0))
