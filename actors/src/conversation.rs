@@ -8,10 +8,11 @@
 //! filled from Postgres.
 
 use crate::batch::GroupCommit;
+use crate::directory::Directory;
 use crate::error::ChatError;
 use crate::messages::{
-    ConversationIdle, FanoutAudience, FanoutUsers, Receipt, RefreshMembers, Remote, SessionId,
-    StopConversation, SubmitSend, Typing,
+    ConversationIdle, Receipt, RefreshMembers, Remote, SessionId, StopConversation, SubmitSend,
+    Typing,
 };
 use crate::metrics as m;
 use crate::ordering::{GapRead, PushOrder, Step, Timer};
@@ -64,6 +65,7 @@ pub struct Conversation {
     id: ConvId,
     store: Store,
     writer: Writer,
+    directory: Directory,
     registry: Addr<Registry>,
     bus: Arc<dyn Bus>,
     /// `Ok` once loaded; the error every send gets when the conversation could not be
@@ -85,6 +87,7 @@ impl Conversation {
         push_from: Option<i64>,
         store: Store,
         writer: Writer,
+        directory: Directory,
         registry: Addr<Registry>,
         bus: Arc<dyn Bus>,
     ) -> Self {
@@ -92,6 +95,7 @@ impl Conversation {
             id,
             store,
             writer,
+            directory,
             registry,
             bus,
             loaded: Err(ChatError::unavailable()),
@@ -332,16 +336,13 @@ impl Conversation {
         let Ok(loaded) = &self.loaded else { return };
         let frame: ByteString = frame.to_text().into();
         match &loaded.audience {
-            Some(audience) => self.registry.do_send(FanoutAudience {
-                audience: audience.clone(),
-                frame,
-            }),
-            None => self.registry.do_send(FanoutUsers {
-                users: loaded.members.clone(),
-                frame,
-                skip,
-                skip_user,
-            }),
+            Some(audience) => {
+                self.directory.to_audience(audience, &frame);
+            }
+            None => {
+                self.directory
+                    .to_users(&loaded.members, &frame, skip, skip_user);
+            }
         }
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod batch;
 pub mod conversation;
+pub mod directory;
 pub mod error;
 pub mod maintenance;
 pub mod messages;

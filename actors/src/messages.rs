@@ -83,25 +83,6 @@ pub struct ConversationIdle {
 #[rtype(result = "()")]
 pub struct StopConversation;
 
-/// One frame to every local session of `users`, except the session `skip`.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct FanoutUsers {
-    pub users: Arc<[UserId]>,
-    pub frame: ByteString,
-    pub skip: Option<SessionId>,
-    /// Leave this user's sessions out (typing is not echoed to the typist).
-    pub skip_user: Option<UserId>,
-}
-
-/// One frame to every local session whose user belongs to `audience`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FanoutAudience {
-    pub audience: AudienceKey,
-    pub frame: ByteString,
-}
-
 /// A user joined a conversation: listen to it while the user is online here.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -3,10 +3,11 @@
 //!
 //! Interest decides subscriptions: a conversation's channel is subscribed while a
 //! member is online on this node, a user's channel while the user is, an audience's
-//! while a user of it is. Fan-out of one frame to many sessions happens here, in the
-//! order the frames arrive, so each session sees a conversation's messages in order.
+//! while a user of it is. It keeps the node's [`Directory`] of sessions, which the
+//! Conversation actors read to fan their frames out themselves.
 
 use crate::conversation::Conversation;
+use crate::directory::Directory;
 use crate::messages::*;
 use crate::metrics as m;
 use crate::session::Session;
@@ -30,6 +31,8 @@ struct Online {
 pub struct Registry {
     store: Store,
     writer: Writer,
+    /// Sessions and audience members, shared with the Conversation actors.
+    directory: Directory,
     bus: Arc<dyn Bus>,
     max_connections_per_user: usize,
     /// Arbiters Conversation actors are spread over (round-robin).
@@ -60,6 +63,7 @@ impl Registry {
     pub fn new(
         store: Store,
         writer: Writer,
+        directory: Directory,
         bus: Arc<dyn Bus>,
         max_connections_per_user: usize,
         arbiters: Vec<ArbiterHandle>,
@@ -67,6 +71,7 @@ impl Registry {
         Registry {
             store,
             writer,
+            directory,
             bus,
             max_connections_per_user,
             arbiters,
@@ -91,10 +96,11 @@ impl Registry {
             }
         }
         let (store, writer) = (self.store.clone(), self.writer.clone());
+        let directory = self.directory.clone();
         let (registry, bus) = (ctx.address(), self.bus.clone());
         let push_from = self.push_from.get(&conv).copied();
         let make = move |_: &mut Context<Conversation>| {
-            Conversation::new(conv, push_from, store, writer, registry, bus)
+            Conversation::new(conv, push_from, store, writer, directory, registry, bus)
         };
         let addr = if self.arbiters.is_empty() {
             Conversation::create(make)
@@ -144,6 +150,7 @@ impl Registry {
 
     fn join_audiences(&mut self, user: UserId, audiences: &[AudienceKey]) {
         for a in audiences {
+            self.directory.join_audience(a, user);
             let set = self.audience_users.entry(a.clone()).or_default();
             if set.insert(user) && set.len() == 1 {
                 self.bus.subscribe(&Channel::Audience(a.clone()));
@@ -153,6 +160,7 @@ impl Registry {
 
     fn leave_audiences(&mut self, user: UserId, audiences: &[AudienceKey]) {
         for a in audiences {
+            self.directory.leave_audience(a, user);
             if let Some(set) = self.audience_users.get_mut(a) {
                 set.remove(&user);
                 if set.is_empty() {
@@ -170,24 +178,7 @@ impl Registry {
         skip: Option<SessionId>,
         skip_user: Option<UserId>,
     ) {
-        let mut n = 0u64;
-        for u in users {
-            if Some(*u) == skip_user {
-                continue;
-            }
-            let Some(online) = self.users.get(u) else {
-                continue;
-            };
-            for (id, addr) in &online.sessions {
-                if Some(*id) != skip {
-                    addr.do_send(Push {
-                        frame: frame.clone(),
-                    });
-                    n += 1;
-                }
-            }
-        }
-        metrics::counter!(m::DELIVERIES_TOTAL).increment(n);
+        self.directory.to_users(users, frame, skip, skip_user);
     }
 
     fn session_count(&self) -> usize {
@@ -301,10 +292,11 @@ impl Handler<Attach> for Registry {
         }
         let counts = self.users.get_mut(&msg.user).map(|online| {
             let before = online.sessions.len();
-            online.sessions.insert(msg.id, msg.addr);
+            online.sessions.insert(msg.id, msg.addr.clone());
             (before, online.sessions.len())
         });
         if let Some((before, after)) = counts {
+            self.directory.attach(msg.user, msg.id, msg.addr);
             self.count_sessions(before, after);
         }
         self.update_gauges();
@@ -322,6 +314,9 @@ impl Handler<Detach> for Registry {
         let before = online.sessions.len();
         let removed = online.sessions.remove(&msg.id).is_some();
         let after = online.sessions.len();
+        if removed {
+            self.directory.detach(msg.user, msg.id);
+        }
         if !removed {
             // Admitted, but its upgrade failed before it attached.
             self.unadmit(msg.user);
@@ -362,27 +357,6 @@ impl Handler<ConversationIdle> for Registry {
             metrics::gauge!(m::CONVERSATION_ACTORS).set(self.conversations.len() as f64);
         }
         msg.addr.do_send(StopConversation);
-    }
-}
-
-impl Handler<FanoutUsers> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: FanoutUsers, _ctx: &mut Self::Context) {
-        self.to_users(&msg.users, &msg.frame, msg.skip, msg.skip_user);
-    }
-}
-
-impl Handler<FanoutAudience> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: FanoutAudience, _ctx: &mut Self::Context) {
-        let users: Vec<UserId> = self
-            .audience_users
-            .get(&msg.audience)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        self.to_users(&users, &msg.frame, None, None);
     }
 }
 

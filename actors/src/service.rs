@@ -1,7 +1,8 @@
 //! [`Chat`]: the operations HTTP handlers and sessions share, so both take one path.
 
+use crate::directory::Directory;
 use crate::error::ChatError;
-use crate::messages::{ConversationFor, FanoutUsers, Receipt, SessionId, SubmitSend, Typing};
+use crate::messages::{ConversationFor, Receipt, SessionId, SubmitSend, Typing};
 use crate::registry::Registry;
 use actix::Addr;
 use chat_bus::{Bus, Channel, Event};
@@ -38,6 +39,8 @@ pub struct Chat {
     pub store: Store,
     pub registry: Addr<Registry>,
     pub bus: Arc<dyn Bus>,
+    /// The sessions of this node, to hand frames to.
+    pub directory: Directory,
     /// Longest message body, in bytes (`limits.max_message_bytes`).
     pub max_message_bytes: usize,
 }
@@ -107,12 +110,8 @@ impl Chat {
             unread: outcome.unread,
             total,
         };
-        self.registry.do_send(FanoutUsers {
-            users: Arc::from(vec![user]),
-            frame: unread.to_text().into(),
-            skip: None,
-            skip_user: None,
-        });
+        self.directory
+            .to_users(&[user], &unread.to_text().into(), None, None);
         self.bus.publish(
             &Channel::User(user),
             &Event::Unread {

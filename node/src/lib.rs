@@ -14,6 +14,7 @@ use crate::config::{BusKind, LogFormat, Settings};
 use crate::state::AppState;
 use actix::{Actor, Arbiter};
 use actix_web::{web, App, HttpServer};
+use chat_actors::directory::Directory;
 use chat_actors::maintenance::{self, partitions_ahead, UpkeepConfig};
 use chat_actors::messages::{Drain, FromBus, OpenSessions};
 use chat_actors::metrics as m;
@@ -168,9 +169,11 @@ impl ChatNode {
             },
             Some(&writer_thread.handle()),
         );
+        let directory = Directory::new();
         let registry = Registry::new(
             store.clone(),
             writer,
+            directory.clone(),
             bus.clone(),
             settings.limits.max_connections_per_user,
             arbiters.iter().map(Arbiter::handle).collect(),
@@ -214,6 +217,7 @@ impl ChatNode {
                 store,
                 registry,
                 bus,
+                directory,
                 max_message_bytes: settings.limits.max_message_bytes,
             },
             metrics,

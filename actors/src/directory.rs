@@ -1,0 +1,135 @@
+//! Who is connected to this node, readable from any thread: the sessions of each online
+//! user, and the online users of each broadcast audience.
+//!
+//! The Registry writes it as sessions attach and detach and as audiences change; the
+//! Conversation actors read it to hand a frame to their members' sessions themselves,
+//! each on its own arbiter, instead of sending every frame through one actor. A frame
+//! of one conversation still reaches each session in seq order: it is sent from that
+//! conversation's actor only, in order, and a session's mailbox keeps the order of one
+//! sender.
+
+use crate::messages::{Push, SessionId};
+use crate::metrics as m;
+use crate::session::Session;
+use actix::Addr;
+use bytestring::ByteString;
+use chat_wire::{AudienceKey, UserId};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<UserId, Vec<(SessionId, Addr<Session>)>>,
+    audiences: HashMap<AudienceKey, Vec<UserId>>,
+}
+
+/// The node's directory of sessions. Cheap to clone: clones share it.
+#[derive(Clone, Default)]
+pub struct Directory {
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl Directory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    // A panic while the lock was held cannot leave the maps half-changed in a way
+    // that matters (each change is one insert or remove), so a poisoned lock is used.
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A session of `user` is open here.
+    pub fn attach(&self, user: UserId, id: SessionId, addr: Addr<Session>) {
+        self.write()
+            .sessions
+            .entry(user)
+            .or_default()
+            .push((id, addr));
+    }
+
+    /// A session of `user` is gone.
+    pub fn detach(&self, user: UserId, id: SessionId) {
+        let mut inner = self.write();
+        if let Some(list) = inner.sessions.get_mut(&user) {
+            list.retain(|(s, _)| *s != id);
+            if list.is_empty() {
+                inner.sessions.remove(&user);
+            }
+        }
+    }
+
+    /// `user` (online here) belongs to `audience` now.
+    pub fn join_audience(&self, audience: &AudienceKey, user: UserId) {
+        let mut inner = self.write();
+        let users = inner.audiences.entry(audience.clone()).or_default();
+        if !users.contains(&user) {
+            users.push(user);
+        }
+    }
+
+    /// `user` no longer belongs to `audience` (or went offline).
+    pub fn leave_audience(&self, audience: &AudienceKey, user: UserId) {
+        let mut inner = self.write();
+        if let Some(users) = inner.audiences.get_mut(audience) {
+            users.retain(|u| *u != user);
+            if users.is_empty() {
+                inner.audiences.remove(audience);
+            }
+        }
+    }
+
+    /// One frame to every session here of `users`, except the session `skip` and the
+    /// sessions of `skip_user`. Returns how many sessions it went to.
+    pub fn to_users(
+        &self,
+        users: &[UserId],
+        frame: &ByteString,
+        skip: Option<SessionId>,
+        skip_user: Option<UserId>,
+    ) -> u64 {
+        let n = deliver(&self.read(), users.iter(), frame, skip, skip_user);
+        metrics::counter!(m::DELIVERIES_TOTAL).increment(n);
+        n
+    }
+
+    /// One frame to every session here of a user of `audience`.
+    pub fn to_audience(&self, audience: &AudienceKey, frame: &ByteString) -> u64 {
+        let inner = self.read();
+        let users = inner.audiences.get(audience).into_iter().flatten();
+        let n = deliver(&inner, users, frame, None, None);
+        drop(inner);
+        metrics::counter!(m::DELIVERIES_TOTAL).increment(n);
+        n
+    }
+}
+
+/// Hands `frame` to the sessions of `users` (see [`Directory::to_users`]).
+fn deliver<'a>(
+    inner: &Inner,
+    users: impl Iterator<Item = &'a UserId>,
+    frame: &ByteString,
+    skip: Option<SessionId>,
+    skip_user: Option<UserId>,
+) -> u64 {
+    let mut n = 0;
+    for user in users {
+        if Some(*user) == skip_user {
+            continue;
+        }
+        for (id, addr) in inner.sessions.get(user).into_iter().flatten() {
+            if Some(*id) != skip {
+                addr.do_send(Push {
+                    frame: frame.clone(),
+                });
+                n += 1;
+            }
+        }
+    }
+    n
+}
