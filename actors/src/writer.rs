@@ -39,7 +39,7 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
-            in_flight: 4,
+            in_flight: 2,
             max_rows: 2048,
         }
     }
