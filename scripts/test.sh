@@ -7,6 +7,7 @@
 #   clippy      cargo clippy --workspace --all-targets -- -D warnings
 #   build       cargo build --workspace --bins
 #   test        cargo test --workspace -- --test-threads=2
+#   bench       a seconds-long smoke of every bench scenario (target/debug/bench --smoke all-new)
 #   fuzz        schemathesis against the OpenAPI document of one running node
 #
 #   scripts/test.sh
@@ -15,6 +16,7 @@
 #   TEST_THREADS       --test-threads of cargo test (2)
 #   CARGO_TEST_ARGS    extra words after `--` for cargo test, e.g. a test name filter
 #   SKIP_FUZZ=1        skip the schemathesis step
+#   SKIP_BENCH=1       skip the bench smoke
 #   STEPS              only these steps, e.g. STEPS="static fuzz" (services always run)
 #   FUZZ_EXAMPLES      schemathesis --max-examples per operation (25)
 #   FUZZ_SEED          schemathesis --seed (1; runs are reproducible)
@@ -105,6 +107,20 @@ if want test; then
     step "test: cargo test --workspace -- --test-threads=${TEST_THREADS:-2}"
     # shellcheck disable=SC2086 # CARGO_TEST_ARGS is a list of words on purpose
     cargo test --workspace -- --test-threads="${TEST_THREADS:-2}" ${CARGO_TEST_ARGS:-}
+fi
+
+if want bench; then
+    if [[ "${SKIP_BENCH:-0}" == 1 ]]; then
+        step "bench: skipped (SKIP_BENCH=1)"
+    else
+        step "bench: target/debug/bench --smoke all-new"
+        # One short low-rate step of each scenario against the debug build (the node and
+        # the ceiling server next to the bench binary); fails on a lost, duplicated or
+        # reordered message or an error, asserts nothing about speed.
+        bench_bin="${CARGO_TARGET_DIR:-$CHAT_ROOT/target}/debug/bench"
+        [[ -x "$bench_bin" ]] || die "bench binary $bench_bin not found (cargo build --workspace --bins makes it)"
+        timeout 300 "$bench_bin" --smoke all-new || die "bench smoke failed (exit $?)"
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------

@@ -1,118 +1,14 @@
-//! Benchmarks of the chat node that print figures. Each scenario starts what it needs
-//! (a database, Redis, node processes of the release build) on loopback, runs bounded
-//! loads, and prints one line per figure.
-//!
-//! `cargo build --release -p chat-node && cargo run --release -p chat-chaos --bin bench -- all`
+//! The first scenarios of the bench: HTTP sends, closed-loop WebSocket throughput,
+//! push latency, a broadcast to a large audience, sends during a partition drop. They
+//! use the suite's resilient client ([`Chatter`], on awc).
 
+use crate::common::{bench_env, bulk_group, bulk_users, histogram, mean_between, token};
 use chat_chaos::{percentile, Chatter};
-use chat_testkit::process::TEST_SECRET;
-use chat_testkit::{Api, Endpoint, HarnessError, Node, NodeOptions, RedisServer, Result, TestDb};
-use clap::{Parser, ValueEnum};
-use serde_json::{json, Value};
+use chat_testkit::{Endpoint, HarnessError, Node, NodeOptions, RedisServer, Result, TestDb};
+use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Scenario {
-    /// One HTTP send, then 1,000 sequential HTTP sends.
-    Http,
-    /// Acked WebSocket sends per second: 1, 10, 100 senders into one conversation,
-    /// and 1,000 senders across 1,000 conversations, with group-commit batch sizes.
-    Throughput,
-    /// Push latency, same node and across nodes, at a light and a heavy rate.
-    Latency,
-    /// A broadcast to a 100,000-user audience with 1,000 members online on 2 nodes.
-    Broadcast,
-    /// Sends while upkeep drops a partition of 1,000,000 expired messages.
-    Drop,
-    All,
-}
-
-#[derive(Parser)]
-struct Args {
-    #[arg(value_enum, default_value = "all")]
-    scenario: Scenario,
-    /// Seconds each throughput/latency run lasts.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-}
-
-fn bench_env(opts: NodeOptions) -> NodeOptions {
-    opts.set("CHAT__LIMITS__SENDS_PER_SEC", "100000")
-        .set("CHAT__LIMITS__MAX_CONNECTIONS_PER_USER", "64")
-        .set("CHAT__LIMITS__OUTBOUND_QUEUE", "65536")
-        .set("CHAT__DATABASE__POOL_SIZE", "16")
-        .set("CHAT__LOG__LEVEL", "warn")
-        .set("RUST_LOG", "warn")
-}
-
-fn token(id: i64) -> String {
-    let now = chrono::Utc::now().timestamp();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": id.to_string(), "iat": now, "exp": now + 3600}),
-        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET.as_bytes()),
-    )
-    .unwrap_or_default()
-}
-
-/// Makes `n` users in SQL (fast), returns their ids.
-async fn bulk_users(db: &TestDb, prefix: &str, n: i64, org: &str) -> Result<Vec<i64>> {
-    let c = db.client().await?;
-    let rows = c
-        .query(
-            "INSERT INTO users (username, display_name, org, roles)
-             SELECT $1 || g, $1 || g, $3, ARRAY['3'] FROM generate_series(1, $2::bigint) g RETURNING id",
-            &[&prefix, &n, &org],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// A group of `members` made in SQL (the members must exist).
-async fn bulk_group(db: &TestDb, members: &[i64]) -> Result<i64> {
-    let c = db.client().await?;
-    let id: i64 = c
-        .query_one(
-            "INSERT INTO conversations (kind, title, created_by) VALUES ('group', 'bench', $1) RETURNING id",
-            &[&members[0]],
-        )
-        .await?
-        .get(0);
-    c.execute(
-        "INSERT INTO members (conv, user_id) SELECT $1, unnest($2::bigint[])",
-        &[&id, &members],
-    )
-    .await?;
-    Ok(id)
-}
-
-/// Sum and count of a Prometheus histogram or summary in the node's /metrics.
-async fn histogram(api: &Api, name: &str) -> (f64, f64) {
-    let Ok((_, body)) = api.get("/metrics", None).await else {
-        return (0.0, 0.0);
-    };
-    let text = body.as_str().unwrap_or("");
-    let get = |suffix: &str| {
-        text.lines()
-            .find(|l| l.starts_with(&format!("{name}{suffix} ")))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (get("_sum"), get("_count"))
-}
-
-/// Mean of a histogram between two readings of (sum, count).
-fn mean_between(before: (f64, f64), after: (f64, f64)) -> f64 {
-    let n = after.1 - before.1;
-    if n > 0.0 {
-        (after.0 - before.0) / n
-    } else {
-        0.0
-    }
-}
 
 /// `senders` clients, each sending to its conversation with one send in flight, for
 /// `seconds`. Returns acked sends per second.
@@ -162,7 +58,7 @@ async fn run_senders(node: &Node, senders: &[(i64, i64)], seconds: u64) -> Resul
     Ok(n as f64 / elapsed)
 }
 
-async fn http(seconds: u64) -> Result<()> {
+pub async fn http(seconds: u64) -> Result<()> {
     let _ = seconds;
     let db = TestDb::create().await?;
     let node = Node::start(bench_env(NodeOptions::new("bench-1", &db))).await?;
@@ -203,7 +99,7 @@ fn assert_status(s: u16) -> Result<()> {
     }
 }
 
-async fn throughput(seconds: u64) -> Result<()> {
+pub async fn throughput(seconds: u64) -> Result<()> {
     let db = TestDb::create().await?;
     let node = Node::start(bench_env(NodeOptions::new("bench-1", &db))).await?;
     let api = node.api();
@@ -247,7 +143,7 @@ async fn two_nodes() -> Result<(TestDb, RedisServer, Node, Node)> {
     Ok((db, redis, a, b))
 }
 
-async fn latency(seconds: u64) -> Result<()> {
+pub async fn latency(seconds: u64) -> Result<()> {
     let (db, _redis, a, b) = two_nodes().await?;
     let users = bulk_users(&db, "lat", 22, "1").await?;
     let conv = bulk_group(&db, &users).await?;
@@ -304,7 +200,7 @@ async fn latency(seconds: u64) -> Result<()> {
     db.drop_now().await
 }
 
-async fn broadcast() -> Result<()> {
+pub async fn broadcast() -> Result<()> {
     let (db, _redis, a, b) = two_nodes().await?;
     let online = bulk_users(&db, "on", 1000, "1").await?;
     bulk_users(&db, "off", 99_000, "1").await?;
@@ -371,7 +267,7 @@ async fn broadcast() -> Result<()> {
     db.drop_now().await
 }
 
-async fn drop_partition() -> Result<()> {
+pub async fn drop_partition() -> Result<()> {
     let db = TestDb::create().await?;
     let node = Node::start(
         bench_env(NodeOptions::new("bench-1", &db)).set("CHAT__RETENTION__UPKEEP_INTERVAL", "1s"),
@@ -447,38 +343,4 @@ async fn drop_partition() -> Result<()> {
     );
     drop(node);
     db.drop_now().await
-}
-
-fn main() {
-    let args = Args::parse();
-    if std::env::var_os("CHAT_NODE_BIN").is_none() {
-        let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/release/chat-node");
-        std::env::set_var("CHAT_NODE_BIN", bin);
-    }
-    let result: Result<()> = actix_rt::System::new().block_on(async move {
-        let s = args.scenario;
-        let all = s == Scenario::All;
-        if all || s == Scenario::Http {
-            http(args.seconds).await?;
-        }
-        if all || s == Scenario::Throughput {
-            throughput(args.seconds).await?;
-        }
-        if all || s == Scenario::Latency {
-            latency(args.seconds).await?;
-        }
-        if all || s == Scenario::Broadcast {
-            broadcast().await?;
-        }
-        if all || s == Scenario::Drop {
-            drop_partition().await?;
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        eprintln!("bench failed: {e}");
-        std::process::exit(1);
-    }
-    let _: Option<Value> = None;
 }
