@@ -12,7 +12,7 @@
 //! - `conversations.rs`: direct, group and broadcast conversations, [`Membership`],
 //!   members and the conversation list.
 //! - `messages.rs`: `append_many` (group commit across conversations: [`Batch`],
-//!   [`BatchOutcome`], [`NewMessage`], [`Appended`]), `append` and history.
+//!   [`BatchOutcome`], [`NewMessage`], [`Appended`]) and history.
 //! - `cursors.rs`: read cursors and unread counts ([`ReadOutcome`]).
 //! - `sync.rs`: sync of every conversation past the client's cursors.
 //! - [`partitions`]: the time-range partitions of `messages` and their expiry.

@@ -7,10 +7,6 @@ use crate::store::Store;
 use chat_wire::{ConvId, Draft, Message, Seq, Tier, UserId};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
-
-/// How long [`Store::append`] waits before trying a conversation another writer holds.
-const BUSY_RETRY: Duration = Duration::from_millis(1);
 
 /// Locks the conversation rows of a group commit in id order, so that two writers of
 /// overlapping sets never deadlock, and skips the rows another transaction holds: a
@@ -170,26 +166,6 @@ struct Columns<'a> {
 }
 
 impl Store {
-    /// Stores a batch of sends to one conversation in one transaction, waiting while
-    /// another writer holds the conversation. The outcome of each send is at its
-    /// index. The caller has checked membership.
-    pub async fn append(
-        &self,
-        conv: ConvId,
-        messages: &[NewMessage],
-    ) -> Result<Vec<Appended>, StoreError> {
-        loop {
-            let outcome = self.append_many(&[Batch { conv, messages }]).await?;
-            match outcome.into_iter().next() {
-                Some(BatchOutcome::Appended(out)) => return Ok(out),
-                Some(BatchOutcome::NotFound) | None => {
-                    return Err(StoreError::NotFound("conversation"))
-                }
-                Some(BatchOutcome::Busy) => tokio::time::sleep(BUSY_RETRY).await,
-            }
-        }
-    }
-
     /// Stores the batches of many conversations in one transaction (group commit
     /// across conversations), on a connection of the write pool.
     ///

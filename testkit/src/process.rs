@@ -299,9 +299,9 @@ impl Node {
     }
 }
 
-/// Waits until something listens on `port` (bounded); `what` names it in the error.
-async fn wait_port(port: u16, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Waits up to `limit` until something listens on `port`; `what` names it in the error.
+pub async fn wait_port(port: u16, what: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -353,7 +353,7 @@ impl RedisServer {
             port,
             child: Some(child),
         };
-        wait_port(port, "redis-server").await?;
+        wait_port(port, "redis-server", Duration::from_secs(10)).await?;
         Ok(server)
     }
 
@@ -421,7 +421,7 @@ impl Haproxy {
             port,
             child: Some(child),
         };
-        wait_port(port, "haproxy").await?;
+        wait_port(port, "haproxy", Duration::from_secs(10)).await?;
         Ok(hp)
     }
 

@@ -64,20 +64,6 @@ pub fn sibling(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-async fn wait_port(port: u16, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(fail(format!("{what} did not listen on {port}")))
-}
-
 impl Target {
     /// Starts `kind`. Nodes use `db` and `env`; the ceiling gets `groups` (conversation
     /// id, member ids).
@@ -118,7 +104,7 @@ impl Target {
             t.pids.extend(child.id());
             t.ceiling = Some(child);
             t.ports.push(port);
-            wait_port(port, "ceiling").await?;
+            chat_testkit::process::wait_port(port, "ceiling", Duration::from_secs(15)).await?;
             return Ok(t);
         }
         let db = db.ok_or_else(|| fail("a node needs a database"))?;
