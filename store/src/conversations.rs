@@ -3,7 +3,7 @@
 
 use crate::error::StoreError;
 use crate::rows::{message_prefixed, parse_kind, parse_tier};
-use crate::sql::{audience_keys, ids, message_columns, retained, unread, visible};
+use crate::sql::{audience_keys, ids, message_columns, retained, since, unread, visible};
 use crate::store::Store;
 use chat_wire::{AudienceKey, ConvId, Conversation, ConversationKind, Seq, Tier, UserId};
 
@@ -44,7 +44,9 @@ const CONVERSATION_KIND: &str = "SELECT kind, audience FROM conversations WHERE 
 const LAST_MESSAGE: &str = "lm_";
 
 /// The caller's conversations, newest activity first, with unread and last message
-/// (its columns prefixed [`LAST_MESSAGE`]).
+/// (its columns prefixed [`LAST_MESSAGE`]). The last message is looked for from the
+/// day of `last_seq` on; only where that finds none (the newest messages have expired,
+/// older important ones may not have) on every partition.
 /// `$5`: keyset cursor (a conversation id) or NULL; `$6`: limit; `$7`: one id or NULL.
 const LIST_CONVERSATIONS: &str = concat!(
     visible!(),
@@ -60,9 +62,16 @@ const LIST_CONVERSATIONS: &str = concat!(
     "
   FROM vis v
   LEFT JOIN LATERAL (
-       SELECT * FROM messages x WHERE x.conv = v.id AND ",
+       (SELECT * FROM messages x WHERE v.last_seq > 0 AND x.conv = v.id AND ",
     retained!("x", "$3", "$4"),
-    " ORDER BY x.seq DESC LIMIT 1) lm ON true
+    " AND x.created_at >= ",
+    since!("v.id", "v.last_seq - 1"),
+    " ORDER BY x.seq DESC LIMIT 1)
+       UNION ALL
+       (SELECT * FROM messages x WHERE v.last_seq > 0 AND x.conv = v.id AND ",
+    retained!("x", "$3", "$4"),
+    " ORDER BY x.seq DESC LIMIT 1)
+       LIMIT 1) lm ON true
  WHERE ($5::bigint IS NULL
         OR (v.last_activity, v.id) < (SELECT last_activity, id FROM conversations WHERE id = $5))
    AND ($7::bigint IS NULL OR v.id = $7)

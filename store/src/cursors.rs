@@ -1,7 +1,7 @@
 //! Read cursors: moving them, and what is left unread behind them.
 
 use crate::error::StoreError;
-use crate::sql::{audience_keys, retained, unread, visible};
+use crate::sql::{audience_keys, retained, since, unread, visible};
 use crate::store::Store;
 use chat_wire::{AudienceKey, ConvId, Seq, UserId};
 use std::collections::BTreeMap;
@@ -17,7 +17,9 @@ const UNREAD: &str = concat!(
 const UNREAD_ONE: &str = concat!(
     "SELECT count(*) AS unread FROM messages x
       WHERE x.conv = $1 AND x.seq > $2 AND x.sender <> $3 AND ",
-    retained!("x", "$4", "$5")
+    retained!("x", "$4", "$5"),
+    " AND x.created_at >= ",
+    since!("$1", "$2")
 );
 
 /// Moves a member's cursor forward, never back, and never past `last_seq`.

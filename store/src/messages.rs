@@ -401,6 +401,9 @@ mod tests {
     fn the_bound_leaves_a_clock_margin_or_none() {
         let day = DateTime::from_timestamp(86_400 * 10, 0).unwrap_or_default();
         assert_eq!(lower_bound(Some(day)), day - CLOCK_MARGIN);
+        // The SQL form of the same bound spells the margin out.
+        let hours = CLOCK_MARGIN.num_hours();
+        assert!(crate::sql::since!("c", "s").contains(&format!("interval '{hours} hours'")));
         assert_eq!(lower_bound(None), DateTime::UNIX_EPOCH);
     }
 }

@@ -48,6 +48,23 @@ macro_rules! visible {
     };
 }
 
+/// The lowest `created_at` a message of conversation `$conv` after seq `$seq` can
+/// have: the day `conversation_days` records for seq `$seq + 1`, less the clock margin
+/// (`CLOCK_MARGIN` in `messages.rs`, which a test holds to this text), or no bound where
+/// no day is recorded. A predicate `created_at >= since!(..)` lets Postgres skip, as
+/// the statement runs, every partition older than that day, however many there are.
+macro_rules! since {
+    ($conv:literal, $seq:literal) => {
+        concat!(
+            "COALESCE((SELECT max(d.day) FROM conversation_days d WHERE d.conv = ",
+            $conv,
+            " AND d.first_seq <= ",
+            $seq,
+            " + 1) - interval '6 hours', '-infinity')"
+        )
+    };
+}
+
 /// Unread of the `vis` row `v` for user `$1`, cutoffs in `$3`, `$4` (an expression:
 /// the statement names its column).
 macro_rules! unread {
@@ -57,6 +74,8 @@ macro_rules! unread {
                 SELECT count(*) FROM messages x
                  WHERE x.conv = v.id AND x.seq > v.read_seq AND x.sender <> $1 AND ",
             $crate::sql::retained!("x", "$3", "$4"),
+            " AND x.created_at >= ",
+            $crate::sql::since!("v.id", "v.read_seq"),
             ") END)::bigint"
         )
     };
@@ -94,7 +113,7 @@ macro_rules! message_columns {
     };
 }
 
-pub(crate) use {message_columns, retained, unread, visible};
+pub(crate) use {message_columns, retained, since, unread, visible};
 
 /// User ids as a `bigint[]` parameter.
 pub(crate) fn ids(list: &[UserId]) -> Vec<i64> {
