@@ -3,23 +3,47 @@
 //!
 //! The Registry writes it as sessions attach and detach and as audiences change; the
 //! Conversation actors read it to hand a frame to their members' sessions themselves,
-//! each on its own arbiter, instead of sending every frame through one actor. A frame
-//! of one conversation still reaches each session in seq order: it is sent from that
-//! conversation's actor only, in order, and a session's mailbox keeps the order of one
-//! sender.
+//! each on its own arbiter, instead of sending every frame through one actor. A push
+//! goes straight into the session's outbound queue (the one its writer task drains),
+//! not through the session actor's mailbox. A frame of one conversation still reaches
+//! each session in seq order: it is queued by that conversation's actor only, in order,
+//! and the queue keeps the order of one sender.
 
-use crate::messages::{Push, SessionId};
+use crate::messages::{SessionId, SlowConsumer};
 use crate::metrics as m;
-use crate::session::Session;
+use crate::session::{Outbound, Session};
 use actix::Addr;
 use bytestring::ByteString;
 use chat_wire::{AudienceKey, UserId};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::mpsc;
+
+/// Where pushes to one session go.
+struct Pusher {
+    id: SessionId,
+    addr: Addr<Session>,
+    out: mpsc::Sender<Outbound>,
+}
+
+impl Pusher {
+    /// Queues `frame`; a full queue means the client is not reading, and the session
+    /// closes itself (4001). Returns whether it was queued.
+    fn push(&self, frame: &ByteString) -> bool {
+        match self.out.try_send(Outbound::Text(frame.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.addr.do_send(SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<UserId, Vec<(SessionId, Addr<Session>)>>,
+    sessions: HashMap<UserId, Vec<Pusher>>,
     audiences: HashMap<AudienceKey, Vec<UserId>>,
 }
 
@@ -44,20 +68,26 @@ impl Directory {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A session of `user` is open here.
-    pub fn attach(&self, user: UserId, id: SessionId, addr: Addr<Session>) {
+    /// A session of `user` is open here; pushes go to its queue `out`.
+    pub fn attach(
+        &self,
+        user: UserId,
+        id: SessionId,
+        addr: Addr<Session>,
+        out: mpsc::Sender<Outbound>,
+    ) {
         self.write()
             .sessions
             .entry(user)
             .or_default()
-            .push((id, addr));
+            .push(Pusher { id, addr, out });
     }
 
     /// A session of `user` is gone.
     pub fn detach(&self, user: UserId, id: SessionId) {
         let mut inner = self.write();
         if let Some(list) = inner.sessions.get_mut(&user) {
-            list.retain(|(s, _)| *s != id);
+            list.retain(|p| p.id != id);
             if list.is_empty() {
                 inner.sessions.remove(&user);
             }
@@ -85,7 +115,7 @@ impl Directory {
     }
 
     /// One frame to every session here of `users`, except the session `skip` and the
-    /// sessions of `skip_user`. Returns how many sessions it went to.
+    /// sessions of `skip_user`. Returns how many sessions it was queued for.
     pub fn to_users(
         &self,
         users: &[UserId],
@@ -122,11 +152,8 @@ fn deliver<'a>(
         if Some(*user) == skip_user {
             continue;
         }
-        for (id, addr) in inner.sessions.get(user).into_iter().flatten() {
-            if Some(*id) != skip {
-                addr.do_send(Push {
-                    frame: frame.clone(),
-                });
+        for p in inner.sessions.get(user).into_iter().flatten() {
+            if Some(p.id) != skip && p.push(frame) {
                 n += 1;
             }
         }

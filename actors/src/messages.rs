@@ -3,14 +3,14 @@
 use crate::conversation::Conversation;
 use crate::error::ChatError;
 use crate::service::{Accepted, SendCommand};
-use crate::session::Session;
+use crate::session::{Outbound, Session};
 use actix::prelude::*;
 use bytestring::ByteString;
 use chat_bus::{BusNotice, Event};
 use chat_store::Held;
 use chat_wire::{AudienceKey, CloseCode, ConvId, Seq, UserId};
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// A connection's id, unique within this node's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,6 +44,8 @@ pub struct Attach {
     pub id: SessionId,
     pub user: UserId,
     pub addr: Addr<Session>,
+    /// The session's outbound queue, which pushes are written to directly.
+    pub out: mpsc::Sender<Outbound>,
     /// Direct and group conversations of the user (bus interest), each with the last
     /// seq it held at the handshake (where pushes to this user must start).
     pub conversations: Vec<Held>,
@@ -107,6 +109,12 @@ pub struct Drain {
     pub code: CloseCode,
 }
 
+/// Start Conversation actors on this arbiter too (an HTTP worker's, sent from the
+/// worker as it starts).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UseArbiter(pub actix::dev::ArbiterHandle);
+
 /// How many sessions are open on this node.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -123,6 +131,11 @@ pub struct FromBus(pub BusNotice);
 pub struct Push {
     pub frame: ByteString,
 }
+
+/// A push found the session's outbound queue full: the client is not reading.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SlowConsumer;
 
 /// Close the session with `code` once in-flight sends are answered.
 #[derive(Message)]

@@ -35,7 +35,7 @@ pub struct Registry {
     directory: Directory,
     bus: Arc<dyn Bus>,
     max_connections_per_user: usize,
-    /// Arbiters Conversation actors are spread over (round-robin).
+    /// Arbiters Conversation actors are spread over (round-robin): the HTTP workers'.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     next_session: u64,
@@ -102,16 +102,27 @@ impl Registry {
         let make = move |_: &mut Context<Conversation>| {
             Conversation::new(conv, push_from, store, writer, directory, registry, bus)
         };
-        let addr = if self.arbiters.is_empty() {
-            Conversation::create(make)
-        } else {
-            let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
-            self.next_arbiter = self.next_arbiter.wrapping_add(1);
-            Conversation::start_in_arbiter(arbiter, make)
+        let addr = match self.next_arbiter() {
+            Some(arbiter) => Conversation::start_in_arbiter(&arbiter, make),
+            None => Conversation::create(make),
         };
         self.conversations.insert(conv, addr.clone());
         metrics::gauge!(m::CONVERSATION_ACTORS).set(self.conversations.len() as f64);
         addr
+    }
+
+    /// The next live arbiter for a Conversation actor, round-robin; one that has
+    /// stopped (a worker that went away) is forgotten. None: run on the registry's.
+    fn next_arbiter(&mut self) -> Option<ArbiterHandle> {
+        while !self.arbiters.is_empty() {
+            let i = self.next_arbiter % self.arbiters.len();
+            self.next_arbiter = self.next_arbiter.wrapping_add(1);
+            if self.arbiters[i].spawn(std::future::ready(())) {
+                return Some(self.arbiters[i].clone());
+            }
+            self.arbiters.swap_remove(i);
+        }
+        None
     }
 
     /// One admitted connection of `user` attached or went away before attaching.
@@ -296,7 +307,7 @@ impl Handler<Attach> for Registry {
             (before, online.sessions.len())
         });
         if let Some((before, after)) = counts {
-            self.directory.attach(msg.user, msg.id, msg.addr);
+            self.directory.attach(msg.user, msg.id, msg.addr, msg.out);
             self.count_sessions(before, after);
         }
         self.update_gauges();
@@ -416,6 +427,14 @@ impl Handler<Drain> for Registry {
             }
         }
         n
+    }
+}
+
+impl Handler<UseArbiter> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: UseArbiter, _ctx: &mut Self::Context) {
+        self.arbiters.push(msg.0);
     }
 }
 

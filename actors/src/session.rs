@@ -6,7 +6,7 @@
 //! does not read fills the queue and is closed with 4001 instead of growing memory.
 
 use crate::error::ChatError;
-use crate::messages::{Attach, CloseWith, Detach, NewAudiences, Push, SessionId};
+use crate::messages::{Attach, CloseWith, Detach, NewAudiences, Push, SessionId, SlowConsumer};
 use crate::metrics as m;
 use crate::registry::Registry;
 use crate::service::{Chat, SendCommand};
@@ -238,16 +238,19 @@ impl Session {
     fn enqueue(&mut self, out: Outbound, ctx: &mut Context<Self>) {
         match self.out.try_send(out) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!(m::SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
-                tracing::info!(user = %self.user, session = %self.id, "slow consumer closed");
-                if let Some(kill) = self.kill.take() {
-                    let _ = kill.send(close_reason(CloseCode::SlowConsumer, "slow consumer"));
-                }
-                ctx.stop();
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.slow_consumer(ctx),
             Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
         }
+    }
+
+    /// The outbound queue is full: close at once (4001), without writing what is queued.
+    fn slow_consumer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(kill) = self.kill.take() {
+            metrics::counter!(m::SLOW_CONSUMER_CLOSES_TOTAL).increment(1);
+            tracing::info!(user = %self.user, session = %self.id, "slow consumer closed");
+            let _ = kill.send(close_reason(CloseCode::SlowConsumer, "slow consumer"));
+        }
+        ctx.stop();
     }
 
     fn frame(&mut self, frame: &ServerFrame, ctx: &mut Context<Self>) {
@@ -400,19 +403,22 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.registry.do_send(Attach {
-            id: self.id,
-            user: self.user,
-            addr: ctx.address(),
-            conversations: std::mem::take(&mut self.initial_conversations),
-            audiences: self.audiences.as_ref().clone(),
-        });
+        // `hello` is queued before the registry learns of the session: from then on
+        // conversations write pushes into the same queue, and `hello` comes first.
         let hello = ServerFrame::Hello {
             user: self.user,
             node: self.cfg.node.clone(),
             heartbeat_s: self.cfg.heartbeat.as_secs(),
         };
         self.frame(&hello, ctx);
+        self.registry.do_send(Attach {
+            id: self.id,
+            user: self.user,
+            addr: ctx.address(),
+            out: self.out.clone(),
+            conversations: std::mem::take(&mut self.initial_conversations),
+            audiences: self.audiences.as_ref().clone(),
+        });
         // Silence for two heartbeats closes the connection.
         let check = (self.cfg.heartbeat / 2).max(Duration::from_millis(200));
         ctx.run_interval(check, |act, ctx| {
@@ -470,6 +476,14 @@ impl Handler<Push> for Session {
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
         self.write(msg.frame, ctx);
+    }
+}
+
+impl Handler<SlowConsumer> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _msg: SlowConsumer, ctx: &mut Self::Context) {
+        self.slow_consumer(ctx);
     }
 }
 

@@ -16,7 +16,7 @@ use actix::{Actor, Arbiter};
 use actix_web::{web, App, HttpServer};
 use chat_actors::directory::Directory;
 use chat_actors::maintenance::{self, partitions_ahead, UpkeepConfig};
-use chat_actors::messages::{Drain, FromBus, OpenSessions};
+use chat_actors::messages::{Drain, FromBus, OpenSessions, UseArbiter};
 use chat_actors::metrics as m;
 use chat_actors::registry::Registry;
 use chat_actors::writer::{Writer, WriterConfig};
@@ -158,7 +158,6 @@ impl ChatNode {
             ),
         };
 
-        let mut arbiters: Vec<Arbiter> = (0..workers(&settings)).map(|_| Arbiter::new()).collect();
         // The writer has a thread of its own: group commits never wait behind fan-out.
         let writer_thread = Arbiter::new();
         let writer = Writer::start(
@@ -176,10 +175,10 @@ impl ChatNode {
             directory.clone(),
             bus.clone(),
             settings.limits.max_connections_per_user,
-            arbiters.iter().map(Arbiter::handle).collect(),
+            Vec::new(),
         )
         .start();
-        arbiters.push(writer_thread);
+        let arbiters = vec![writer_thread];
         let mut tasks = Vec::new();
         {
             let registry = registry.clone();
@@ -248,10 +247,14 @@ impl ChatNode {
         let session_cfg = ws::session_config(&settings);
         let max_body = settings.limits.max_body_bytes;
         let registry = state.chat.registry.clone();
+        let worker_registry = registry.clone();
         let draining = state.draining.clone();
         let data = web::Data::new(state);
         let workers = workers(&settings);
         let server = HttpServer::new(move || {
+            // Conversation actors run on the HTTP workers' threads, beside the sessions
+            // they push to: no threads of their own to wake for every push.
+            worker_registry.do_send(UseArbiter(Arbiter::current()));
             App::new()
                 .app_data(data.clone())
                 .app_data(web::Data::from(session_cfg.clone()))
@@ -328,8 +331,8 @@ impl ChatNode {
 /// Longest the drain keeps answering 503 on `/readyz` after the last socket closed.
 pub const DRAIN_LINGER: Duration = Duration::from_millis(2500);
 
-/// HTTP workers, and arbiters for Conversation actors: `server.workers`, or one per
-/// core when 0.
+/// HTTP workers (whose threads also run the Conversation actors): `server.workers`,
+/// or one per core when 0.
 fn workers(settings: &Settings) -> usize {
     if settings.server.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
