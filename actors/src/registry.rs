@@ -35,7 +35,8 @@ pub struct Registry {
     directory: Directory,
     bus: Arc<dyn Bus>,
     max_connections_per_user: usize,
-    /// Arbiters Conversation actors are spread over (round-robin): the HTTP workers'.
+    /// Arbiters Conversation actors are spread over (round-robin): the HTTP workers',
+    /// each announced by `UseArbiter`.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     next_session: u64,
@@ -66,7 +67,6 @@ impl Registry {
         directory: Directory,
         bus: Arc<dyn Bus>,
         max_connections_per_user: usize,
-        arbiters: Vec<ArbiterHandle>,
     ) -> Self {
         Registry {
             store,
@@ -74,7 +74,7 @@ impl Registry {
             directory,
             bus,
             max_connections_per_user,
-            arbiters,
+            arbiters: Vec::new(),
             next_arbiter: 0,
             next_session: 1,
             admitted: HashMap::new(),

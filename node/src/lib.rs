@@ -175,7 +175,6 @@ impl ChatNode {
             directory.clone(),
             bus.clone(),
             settings.limits.max_connections_per_user,
-            Vec::new(),
         )
         .start();
         let arbiters = vec![writer_thread];

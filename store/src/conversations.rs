@@ -65,7 +65,7 @@ const LIST_CONVERSATIONS: &str = concat!(
        (SELECT * FROM messages x WHERE v.last_seq > 0 AND x.conv = v.id AND ",
     retained!("x", "$3", "$4"),
     " AND x.created_at >= ",
-    since!("v.id", "v.last_seq - 1"),
+    since!("v.id", "v.last_seq"),
     " ORDER BY x.seq DESC LIMIT 1)
        UNION ALL
        (SELECT * FROM messages x WHERE v.last_seq > 0 AND x.conv = v.id AND ",

@@ -19,7 +19,7 @@ const UNREAD_ONE: &str = concat!(
       WHERE x.conv = $1 AND x.seq > $2 AND x.sender <> $3 AND ",
     retained!("x", "$4", "$5"),
     " AND x.created_at >= ",
-    since!("$1", "$2")
+    since!("$1", "$2 + 1")
 );
 
 /// Moves a member's cursor forward, never back, and never past `last_seq`.

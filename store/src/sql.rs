@@ -48,19 +48,31 @@ macro_rules! visible {
     };
 }
 
-/// The lowest `created_at` a message of conversation `$conv` after seq `$seq` can
-/// have: the day `conversation_days` records for seq `$seq + 1`, less the clock margin
-/// (`CLOCK_MARGIN` in `messages.rs`, which a test holds to this text), or no bound where
-/// no day is recorded. A predicate `created_at >= since!(..)` lets Postgres skip, as
-/// the statement runs, every partition older than that day, however many there are.
-macro_rules! since {
+/// The day `conversation_days` records for seq `$seq` of conversation `$conv` (the last
+/// day whose first seq is at or before it), or NULL where none is recorded.
+macro_rules! day_of_seq {
     ($conv:literal, $seq:literal) => {
         concat!(
-            "COALESCE((SELECT max(d.day) FROM conversation_days d WHERE d.conv = ",
+            "(SELECT max(d.day) FROM conversation_days d WHERE d.conv = ",
             $conv,
             " AND d.first_seq <= ",
             $seq,
-            " + 1) - interval '6 hours', '-infinity')"
+            ")"
+        )
+    };
+}
+
+/// The lowest `created_at` a message of conversation `$conv` from seq `$seq` on can
+/// have: [`day_of_seq!`] less the clock margin (`CLOCK_MARGIN` in `messages.rs`, which a
+/// test holds to this text), or no bound where no day is recorded. A predicate
+/// `created_at >= since!(..)` lets Postgres skip, as the statement runs, every
+/// partition older than that day, however many there are.
+macro_rules! since {
+    ($conv:literal, $seq:literal) => {
+        concat!(
+            "COALESCE(",
+            $crate::sql::day_of_seq!($conv, $seq),
+            " - interval '6 hours', '-infinity')"
         )
     };
 }
@@ -75,7 +87,7 @@ macro_rules! unread {
                  WHERE x.conv = v.id AND x.seq > v.read_seq AND x.sender <> $1 AND ",
             $crate::sql::retained!("x", "$3", "$4"),
             " AND x.created_at >= ",
-            $crate::sql::since!("v.id", "v.read_seq"),
+            $crate::sql::since!("v.id", "v.read_seq + 1"),
             ") END)::bigint"
         )
     };
@@ -113,7 +125,7 @@ macro_rules! message_columns {
     };
 }
 
-pub(crate) use {message_columns, retained, since, unread, visible};
+pub(crate) use {day_of_seq, message_columns, retained, since, unread, visible};
 
 /// User ids as a `bigint[]` parameter.
 pub(crate) fn ids(list: &[UserId]) -> Vec<i64> {

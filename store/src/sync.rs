@@ -3,7 +3,7 @@
 use crate::error::StoreError;
 use crate::messages::lower_bound;
 use crate::rows::message;
-use crate::sql::{audience_keys, message_columns, retained, unread, visible};
+use crate::sql::{audience_keys, day_of_seq, message_columns, retained, unread, visible};
 use crate::store::Store;
 use chat_wire::http::{SyncConversation, SyncResponse};
 use chat_wire::{AudienceKey, ConvId, Message, Seq, UserId};
@@ -21,8 +21,9 @@ const SYNC_CONVERSATIONS: &str = concat!(
 SELECT v.id, v.last_seq, v.read_seq, ",
     unread!(),
     " AS unread, COALESCE(cur.after, 0) AS after,
-       (SELECT max(d.day) FROM conversation_days d
-         WHERE d.conv = v.id AND d.first_seq <= COALESCE(cur.after, 0) + 1) AS since
+       ",
+    day_of_seq!("v.id", "COALESCE(cur.after, 0) + 1"),
+    " AS since
   FROM vis v LEFT JOIN cur ON cur.conv = v.id
  WHERE v.last_seq > COALESCE(cur.after, 0)
  ORDER BY v.id
