@@ -71,7 +71,8 @@ struct Args {
     /// reordered, or the run errors.
     #[arg(long)]
     smoke: bool,
-    /// Targets of fanout (durable and idle use ceiling and node1 of them).
+    /// Targets of fanout (default all four), durable (default ceiling, node1, node2) and
+    /// idle (default ceiling, node1).
     #[arg(long, value_enum, value_delimiter = ',')]
     targets: Vec<Kind>,
     /// Conversation shapes of fanout.
@@ -198,8 +199,11 @@ async fn run(args: Args) -> chat_testkit::Result<bool> {
             }
             Scenario::Fanout => correct &= fanout::run(&opts, &opts.targets_or(&Kind::ALL)).await?,
             Scenario::Durable => {
-                correct &=
-                    durable::run(&opts, &opts.targets_or(&[Kind::Ceiling, Kind::Node1])).await?
+                correct &= durable::run(
+                    &opts,
+                    &opts.targets_or(&[Kind::Ceiling, Kind::Node1, Kind::Node2]),
+                )
+                .await?
             }
             Scenario::Idle => {
                 correct &= idle::run(&opts, &opts.targets_or(&[Kind::Ceiling, Kind::Node1])).await?
