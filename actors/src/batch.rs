@@ -22,9 +22,19 @@ impl<T> GroupCommit<T> {
         }
     }
 
-    /// Queues one item for the next write.
-    pub fn push(&mut self, item: T) {
+    /// Queues one item for the next write, unless `limit` items already wait: then
+    /// it is handed back (the caller refuses it).
+    pub fn push(&mut self, item: T, limit: usize) -> Result<(), T> {
+        if self.pending.len() >= limit {
+            return Err(item);
+        }
         self.pending.push(item);
+        Ok(())
+    }
+
+    /// Items waiting for a write (not the one in flight).
+    pub fn waiting(&self) -> usize {
+        self.pending.len()
     }
 
     /// The next batch to write, oldest first, unless a write is in flight or nothing
@@ -56,7 +66,7 @@ mod tests {
     #[test]
     fn a_lone_send_is_written_at_once() {
         let mut g = GroupCommit::new(512);
-        g.push(1);
+        g.push(1, 8).unwrap();
         assert_eq!(g.start(), Some(vec![1]));
         assert!(g.is_busy());
         g.finished();
@@ -67,10 +77,10 @@ mod tests {
     #[test]
     fn sends_during_a_write_go_together_in_the_next() {
         let mut g = GroupCommit::new(512);
-        g.push("a");
+        g.push("a", 8).unwrap();
         assert_eq!(g.start(), Some(vec!["a"]));
-        g.push("b");
-        g.push("c");
+        g.push("b", 8).unwrap();
+        g.push("c", 8).unwrap();
         assert_eq!(g.start(), None, "one write at a time");
         g.finished();
         assert_eq!(g.start(), Some(vec!["b", "c"]));
@@ -82,7 +92,7 @@ mod tests {
     fn batches_are_bounded_and_keep_arrival_order() {
         let mut g = GroupCommit::new(2);
         for i in 0..5 {
-            g.push(i);
+            g.push(i, 8).unwrap();
         }
         let mut written = Vec::new();
         while let Some(batch) = g.start() {
@@ -95,9 +105,23 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_hands_the_item_back() {
+        let mut g = GroupCommit::new(2);
+        g.push(1, 2).unwrap();
+        assert_eq!(g.start(), Some(vec![1]));
+        g.push(2, 2).unwrap();
+        g.push(3, 2).unwrap();
+        assert_eq!(g.push(4, 2), Err(4), "two wait already");
+        assert_eq!(g.waiting(), 2);
+        g.finished();
+        assert_eq!(g.start(), Some(vec![2, 3]));
+        g.push(4, 2).unwrap();
+    }
+
+    #[test]
     fn a_zero_limit_still_writes() {
         let mut g = GroupCommit::new(0);
-        g.push(());
+        g.push((), 8).unwrap();
         assert_eq!(g.start().map(|b| b.len()), Some(1));
     }
 }

@@ -11,8 +11,8 @@ use crate::batch::GroupCommit;
 use crate::directory::Directory;
 use crate::error::ChatError;
 use crate::messages::{
-    ConversationIdle, Receipt, RefreshMembers, Remote, SessionId, StopConversation, SubmitSend,
-    Typing,
+    ConversationIdle, ConversationStopped, Handover, Predecessor, Rebase, Receipt, RefreshMembers,
+    Remote, SessionId, StopConversation, SubmitSend, Typing,
 };
 use crate::metrics as m;
 use crate::ordering::{GapRead, PushOrder, Step, Timer};
@@ -34,15 +34,19 @@ use std::time::{Duration, Instant};
 const APPEND_TIMEOUT: Duration = Duration::from_secs(35);
 /// Most sends stored in one transaction.
 const MAX_BATCH: usize = 512;
+/// Most sends waiting for the next transaction of one conversation; past it a send is
+/// refused with `rate_limited` (nothing stored; retry after a pause), so one busy
+/// conversation cannot hold an unbounded queue.
+pub const MAX_PENDING_SENDS: usize = 4 * MAX_BATCH;
 /// How long an overtaking message waits for the one before it before the gap is
 /// filled from Postgres.
 const GAP_WAIT: Duration = Duration::from_millis(300);
 /// How long an actor whose conversation could not be loaded keeps answering with the
 /// error before it leaves.
 const LOAD_FAILED_LINGER: Duration = Duration::from_millis(500);
-/// How often the actor checks whether it is idle, and after how long it offers to stop.
-const IDLE_CHECK: Duration = Duration::from_secs(15);
-const IDLE_AFTER: Duration = Duration::from_secs(60);
+/// Longest a successor waits for its predecessor's last pushes (bounded by the
+/// predecessor's append timeout and gap reads) before it pushes on its own.
+const PREDECESSOR_WAIT: Duration = Duration::from_secs(40);
 
 /// Where the answer of one send of a batch goes: its session (skipped by the push) and
 /// its caller.
@@ -77,14 +81,29 @@ pub struct Conversation {
     /// Committed messages in seq order, each with the session to skip (its sender's).
     order: PushOrder<(Message, Option<SessionId>)>,
     gap_timer: Option<SpawnHandle>,
+    /// After how long without activity the actor offers to stop.
+    idle_after: Duration,
+    /// The actor before this one, still finishing its pushes when this one started.
+    predecessor: Option<Predecessor>,
+    /// Where to tell a successor that this actor's pushes ended, once stopped.
+    handover: Option<Handover>,
+}
+
+/// How the registry starts a Conversation actor.
+pub struct Start {
+    /// Where pushing starts, when known (see [`PushOrder::starting_at`]).
+    pub push_from: Option<i64>,
+    /// The stopping actor of the same conversation, if any: this one pushes nothing
+    /// until it has finished.
+    pub predecessor: Option<Predecessor>,
+    pub idle_after: Duration,
 }
 
 impl Conversation {
-    /// An actor for `id` that pushes from `push_from` on when it is known (see
-    /// [`PushOrder::starting_at`]).
+    /// An actor for `id`, started as `start` says.
     pub fn new(
         id: ConvId,
-        push_from: Option<i64>,
+        start: Start,
         store: Store,
         writer: Writer,
         directory: Directory,
@@ -102,9 +121,23 @@ impl Conversation {
             commits: GroupCommit::new(MAX_BATCH),
             stop_requested: false,
             last_activity: Instant::now(),
-            order: PushOrder::starting_at(push_from),
+            order: PushOrder::starting_at(start.push_from),
             gap_timer: None,
+            idle_after: start.idle_after,
+            predecessor: start.predecessor,
+            handover: None,
         }
+    }
+
+    /// Waits for the predecessor to stop, and pushes from where it ended.
+    fn follow(&mut self, predecessor: Predecessor) -> impl ActorFuture<Self, Output = ()> {
+        async move { tokio::time::timeout(PREDECESSOR_WAIT, predecessor).await }
+            .into_actor(self)
+            .map(|res, act, _ctx| match res {
+                Ok(Ok(Some(next))) => act.order.advance_to(next),
+                Ok(Ok(None)) | Ok(Err(_)) => {}
+                Err(_) => tracing::warn!(conv = %act.id, "predecessor did not stop in time"),
+            })
     }
 
     fn load(&self) -> impl ActorFuture<Self, Output = ()> + 'static {
@@ -144,7 +177,6 @@ impl Conversation {
                     act.registry.do_send(ConversationIdle {
                         conv: act.id,
                         addr: ctx.address(),
-                        next_push: act.order.next(),
                     });
                 });
             }
@@ -231,6 +263,7 @@ impl Conversation {
             }
         };
         let mut fresh = Vec::new();
+        let mut resent = Vec::new();
         for ((session, reply), outcome) in waiters.into_iter().zip(outcomes) {
             let answer = match outcome {
                 Appended::Stored(m) => {
@@ -242,10 +275,16 @@ impl Conversation {
                 }
                 Appended::Duplicate(m) => {
                     // Stored by an earlier write whose answer was lost (the commit
-                    // went through but the connection did not): if it was never
-                    // pushed here, push it now. Seqs not behind the push order are new.
+                    // went through but the connection did not), so perhaps never
+                    // published or pushed: publish and push it now, unless this
+                    // actor has pushed past it already. An actor that has pushed
+                    // nothing yet pushes it aside from the order (it may be older
+                    // than what the members' clients have: they drop a seq they
+                    // hold), so it does not fix where the order starts.
                     if self.order.is_ahead(m.seq.0) {
                         fresh.push((m.clone(), session));
+                    } else if self.order.next().is_none() {
+                        resent.push((m.clone(), session));
                     }
                     Ok(Accepted {
                         message: m,
@@ -263,6 +302,11 @@ impl Conversation {
             let _ = reply.send(answer);
         }
         let channel = self.channel();
+        for (m, session) in resent {
+            self.bus
+                .publish(&channel, &Event::Message { message: m.clone() });
+            self.push(ServerFrame::Msg(m), session, None);
+        }
         for (m, session) in fresh {
             self.bus
                 .publish(&channel, &Event::Message { message: m.clone() });
@@ -352,16 +396,32 @@ impl Actor for Conversation {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
-        // Nothing else is handled until the conversation is loaded.
+        // Nothing else is handled until the predecessor has pushed its last and the
+        // conversation is loaded.
+        if let Some(p) = self.predecessor.take() {
+            ctx.wait(self.follow(p));
+        }
         ctx.wait(self.load());
-        ctx.run_interval(IDLE_CHECK, |act, ctx| {
-            if !act.busy() && act.last_activity.elapsed() >= IDLE_AFTER {
+        let check = (self.idle_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(15));
+        ctx.run_interval(check, |act, ctx| {
+            if !act.busy() && act.last_activity.elapsed() >= act.idle_after {
                 act.registry.do_send(ConversationIdle {
                     conv: act.id,
                     addr: ctx.address(),
-                    next_push: act.order.next(),
                 });
             }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        let next_push = self.order.next();
+        if let Some(h) = self.handover.take() {
+            let _ = h.send(next_push);
+        }
+        self.registry.do_send(ConversationStopped {
+            conv: self.id,
+            addr: ctx.address(),
+            next_push,
         });
     }
 }
@@ -375,7 +435,13 @@ impl Handler<SubmitSend> for Conversation {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        self.commits.push(msg);
+        if let Err(refused) = self.commits.push(msg, MAX_PENDING_SENDS) {
+            let _ = refused.reply.send(Err(ChatError::new(
+                ErrorCode::RateLimited,
+                "too many sends waiting in this conversation; retry after a pause",
+            )));
+            return;
+        }
         self.flush(ctx);
     }
 }
@@ -463,6 +529,15 @@ impl Handler<Remote> for Conversation {
     }
 }
 
+impl Handler<Rebase> for Conversation {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Rebase, ctx: &mut Self::Context) {
+        let step = self.order.rebase();
+        self.apply(step, ctx);
+    }
+}
+
 impl Handler<RefreshMembers> for Conversation {
     type Result = ();
 
@@ -474,7 +549,8 @@ impl Handler<RefreshMembers> for Conversation {
 impl Handler<StopConversation> for Conversation {
     type Result = ();
 
-    fn handle(&mut self, _msg: StopConversation, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: StopConversation, ctx: &mut Self::Context) {
+        self.handover = msg.handover;
         if self.busy() {
             self.stop_requested = true;
         } else {

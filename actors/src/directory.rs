@@ -128,6 +128,15 @@ impl Directory {
         n
     }
 
+    /// One frame to every session here.
+    pub fn to_all(&self, frame: &ByteString) -> u64 {
+        let inner = self.read();
+        let n = deliver(&inner, inner.sessions.keys(), frame, None, None);
+        drop(inner);
+        metrics::counter!(m::DELIVERIES_TOTAL).increment(n);
+        n
+    }
+
     /// One frame to every session here of a user of `audience`.
     pub fn to_audience(&self, audience: &AudienceKey, frame: &ByteString) -> u64 {
         let inner = self.read();

@@ -5,7 +5,6 @@ use crate::error::ChatError;
 use crate::service::{Accepted, SendCommand};
 use crate::session::{Outbound, Session};
 use actix::prelude::*;
-use bytestring::ByteString;
 use chat_bus::{BusNotice, Event};
 use chat_store::Held;
 use chat_wire::{AudienceKey, CloseCode, ConvId, Seq, UserId};
@@ -53,6 +52,12 @@ pub struct Attach {
     pub audiences: Vec<AudienceKey>,
 }
 
+/// Every bus channel a session's user listens to here is subscribed and confirmed:
+/// from now on it misses no event (a `sync` it ran before may have).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Live;
+
 /// A session is gone (or its upgrade failed after `Admit`).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -75,15 +80,32 @@ pub struct ConversationFor {
 pub struct ConversationIdle {
     pub conv: ConvId,
     pub addr: Addr<Conversation>,
-    /// The next seq the actor would have pushed, once it has seen a message: where
-    /// its successor starts.
-    pub next_push: Option<i64>,
 }
 
-/// Tells a Conversation actor to stop (after the registry forgot it).
+/// Tells a Conversation actor to stop (after the registry forgot it). It stops once
+/// nothing is held or in flight, and then hands where its pushes stopped to
+/// `handover`: a successor started meanwhile waits for that before it pushes, so two
+/// actors of one conversation never push at the same time.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StopConversation;
+pub struct StopConversation {
+    pub handover: Option<Handover>,
+}
+
+/// Where a stopped Conversation actor's pushes ended (its next seq to push, if it saw
+/// a message), for its successor.
+pub type Handover = oneshot::Sender<Option<i64>>;
+/// The successor's end of a [`Handover`].
+pub type Predecessor = oneshot::Receiver<Option<i64>>;
+
+/// A Conversation actor that the registry told to stop has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConversationStopped {
+    pub conv: ConvId,
+    pub addr: Addr<Conversation>,
+    pub next_push: Option<i64>,
+}
 
 /// A user joined a conversation: listen to it while the user is online here.
 #[derive(Message)]
@@ -125,12 +147,11 @@ pub struct OpenSessions;
 #[rtype(result = "()")]
 pub struct FromBus(pub BusNotice);
 
-/// A frame for one session.
+/// The bus is back after an outage and every session here was told to `resync`: a
+/// Conversation actor forgets where its pushes stood instead of filling the gap.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Push {
-    pub frame: ByteString,
-}
+pub struct Rebase;
 
 /// A push found the session's outbound queue full: the client is not reading.
 #[derive(Message)]

@@ -20,6 +20,10 @@ pub const SENDS_ACKED_TOTAL: &str = "chat_sends_acked_total";
 pub const DELIVERIES_TOTAL: &str = "chat_deliveries_total";
 /// Connections closed because their outbound queue was full (4001).
 pub const SLOW_CONSUMER_CLOSES_TOTAL: &str = "chat_slow_consumer_closes_total";
+/// Joins a node found by reading Postgres, not by hearing them on the bus.
+pub const JOINS_RECONCILED_TOTAL: &str = "chat_joins_reconciled_total";
+/// Registers and logins answered `rate_limited`: every password-hash slot was busy.
+pub const PASSWORD_HASHES_REFUSED_TOTAL: &str = "chat_password_hashes_refused_total";
 /// Errors answered to clients, by `code`.
 pub const ERRORS_TOTAL: &str = "chat_errors_total";
 /// Sends per group commit.
@@ -54,12 +58,28 @@ pub fn register() {
             SLOW_CONSUMER_CLOSES_TOTAL,
             "connections closed as slow consumers",
         ),
+        (
+            JOINS_RECONCILED_TOTAL,
+            "joins found in Postgres that the bus did not announce",
+        ),
+        (
+            PASSWORD_HASHES_REFUSED_TOTAL,
+            "registers and logins refused: every password-hash slot was busy",
+        ),
         (bus::PUBLISHES_TOTAL, "events published on the bus"),
         (
             bus::PUBLISH_DROPPED_TOTAL,
             "events the bus could not publish",
         ),
         (bus::RECEIVES_TOTAL, "events received from other nodes"),
+        (
+            bus::DROP_NOTICES_SENT_TOTAL,
+            "notices told to the other nodes that events were dropped",
+        ),
+        (
+            bus::DROP_NOTICES_RECEIVED_TOTAL,
+            "notices of other nodes that their events were dropped",
+        ),
         (bus::RECONNECTS_TOTAL, "bus reconnections"),
     ] {
         metrics::describe_counter!(name, help);

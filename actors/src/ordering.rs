@@ -130,6 +130,23 @@ impl<T> PushOrder<T> {
         self.release()
     }
 
+    /// Pushes nothing below `next` (where a predecessor's pushes ended).
+    pub fn advance_to(&mut self, next: i64) {
+        if self.next.is_none_or(|n| n < next) {
+            self.next = Some(next);
+            self.held = self.held.split_off(&next);
+        }
+    }
+
+    /// Forgets where pushing stands, after the node's sessions were told to `resync`
+    /// (the bus was down: what they missed, they sync). The first held message, or
+    /// else the next to arrive, sets the order again, so no gap from before is read.
+    pub fn rebase(&mut self) -> Step<T> {
+        self.next = self.held.keys().next().copied();
+        self.failed_reads = 0;
+        self.release()
+    }
+
     /// The gap timer fired: read what is missing before the first held message, unless
     /// a read is in flight already.
     pub fn timer_fired(&mut self) -> Step<T> {
@@ -410,6 +427,26 @@ mod tests {
         let mut o = PushOrder::starting_at(Some(3));
         assert_eq!(pushed(&o.arrived(3, "c")), vec!["c"]);
         assert_eq!(o.next(), Some(4));
+    }
+
+    #[test]
+    fn a_rebase_forgets_the_gap_instead_of_reading_it() {
+        let mut o = PushOrder::new();
+        o.arrived(1, "a");
+        // The bus was down while 2..=150 were committed elsewhere; sessions resync.
+        let s = o.rebase();
+        assert!(s.push.is_empty());
+        assert_eq!(o.next(), None);
+        let s = o.arrived(151, "new");
+        assert_eq!(pushed(&s), vec!["new"], "pushed at once, no gap read");
+        assert_eq!((s.timer, s.read), (Timer::Keep, None));
+        // Held messages go out from the first one held; a gap inside them still waits.
+        o.arrived(153, "c");
+        o.arrived(155, "e");
+        let s = o.rebase();
+        assert_eq!(pushed(&s), vec!["c"]);
+        assert_eq!(o.next(), Some(154));
+        assert!(o.is_holding());
     }
 
     #[test]

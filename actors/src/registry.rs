@@ -6,7 +6,7 @@
 //! while a user of it is. It keeps the node's [`Directory`] of sessions, which the
 //! Conversation actors read to fan their frames out themselves.
 
-use crate::conversation::Conversation;
+use crate::conversation::{Conversation, Start};
 use crate::directory::Directory;
 use crate::messages::*;
 use crate::metrics as m;
@@ -18,6 +18,13 @@ use chat_store::{Held, Store};
 use chat_wire::{AudienceKey, CloseCode, ConvId, Seq, ServerFrame, UserId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the registry checks Postgres for recent joins of its online users that it
+/// did not hear of (an announcement lost on the bus): such a join is healed within this
+/// long. Each check reads the joins of the last [`RECONCILE_WINDOW`].
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+const RECONCILE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the registry knows of one online user.
 #[derive(Default)]
@@ -44,6 +51,13 @@ pub struct Registry {
     admitted: HashMap<UserId, usize>,
     users: HashMap<UserId, Online>,
     conversations: HashMap<ConvId, Addr<Conversation>>,
+    /// Conversation actors told to stop that have not stopped yet, with the end their
+    /// successor waits on (taken by the successor, if one starts meanwhile).
+    retiring: HashMap<ConvId, (Addr<Conversation>, Option<Predecessor>)>,
+    /// After how long without activity a Conversation actor offers to stop.
+    conversation_idle: Duration,
+    /// A check for missed joins is running.
+    reconciling: bool,
     /// Online users per conversation / audience: the bus interest.
     conv_interest: HashMap<ConvId, usize>,
     /// Per conversation with interest: the next seq to push to its members here, so a
@@ -67,6 +81,7 @@ impl Registry {
         directory: Directory,
         bus: Arc<dyn Bus>,
         max_connections_per_user: usize,
+        conversation_idle: Duration,
     ) -> Self {
         Registry {
             store,
@@ -80,6 +95,9 @@ impl Registry {
             admitted: HashMap::new(),
             users: HashMap::new(),
             conversations: HashMap::new(),
+            retiring: HashMap::new(),
+            conversation_idle,
+            reconciling: false,
             conv_interest: HashMap::new(),
             push_from: HashMap::new(),
             audience_users: HashMap::new(),
@@ -98,9 +116,13 @@ impl Registry {
         let (store, writer) = (self.store.clone(), self.writer.clone());
         let directory = self.directory.clone();
         let (registry, bus) = (ctx.address(), self.bus.clone());
-        let push_from = self.push_from.get(&conv).copied();
+        let start = Start {
+            push_from: self.push_from.get(&conv).copied(),
+            predecessor: self.retiring.get_mut(&conv).and_then(|(_, p)| p.take()),
+            idle_after: self.conversation_idle,
+        };
         let make = move |_: &mut Context<Conversation>| {
-            Conversation::new(conv, push_from, store, writer, directory, registry, bus)
+            Conversation::new(conv, start, store, writer, directory, registry, bus)
         };
         let addr = match self.next_arbiter() {
             Some(arbiter) => Conversation::start_in_arbiter(&arbiter, make),
@@ -192,6 +214,177 @@ impl Registry {
         self.directory.to_users(users, frame, skip, skip_user);
     }
 
+    /// Listens to the conversations its online users joined lately that it missed.
+    fn reconcile_recent(&mut self, ctx: &mut Context<Self>) {
+        if self.reconciling || self.users.is_empty() {
+            return;
+        }
+        self.reconciling = true;
+        let store = self.store.clone();
+        let users: Vec<UserId> = self.users.keys().copied().collect();
+        let fut = async move { store.joined_since(&users, RECONCILE_WINDOW).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.reconciling = false;
+            let Ok(found) = res else { return };
+            for (user, held) in found {
+                let missed = act
+                    .users
+                    .get(&user)
+                    .is_some_and(|o| !o.conversations.contains(&held.conv));
+                if missed {
+                    tracing::info!(%user, conv = %held.conv, "join found by reconciling");
+                    metrics::counter!(m::JOINS_RECONCILED_TOTAL).increment(1);
+                    act.push_from
+                        .entry(held.conv)
+                        .or_insert(held.last_seq.0 + 1);
+                    ctx.notify(Joined {
+                        users: vec![user],
+                        conv: held.conv,
+                    });
+                }
+            }
+        }));
+    }
+
+    /// Runs `then` once every subscription asked for so far is in force.
+    fn when_confirmed(
+        &self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.bus.confirm(tx);
+        ctx.spawn(
+            async move { rx.await.is_ok() }
+                .into_actor(self)
+                .map(move |ok, act, ctx| {
+                    if ok {
+                        then(act, ctx);
+                    }
+                }),
+        );
+    }
+
+    /// Tells `users` (their sessions here) that they are in `conv` now, with the
+    /// conversation as each of them sees it.
+    fn announce_joined(&self, users: Vec<UserId>, conv: ConvId, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let fut = async move {
+            let mut found = Vec::new();
+            for user in users {
+                if let Ok(mut list) = store
+                    .list_conversations(user, &[], 1, None, Some(conv))
+                    .await
+                {
+                    if let Some(c) = list.pop() {
+                        found.push((user, c));
+                    }
+                }
+            }
+            found
+        };
+        ctx.spawn(fut.into_actor(self).map(move |found, act, _ctx| {
+            for (user, c) in found {
+                let frame = ServerFrame::Joined {
+                    conv,
+                    conversation: Box::new(c),
+                };
+                act.directory
+                    .to_users(&[user], &frame.to_text().into(), None, None);
+            }
+        }));
+    }
+
+    /// Reads the conversations of `users` (online here) again and listens to those
+    /// it did not know of: their announcement came before this node listened, or was
+    /// lost on the bus. One user at a time, so a long list does not take the pool.
+    fn reconcile(&mut self, users: Vec<UserId>, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let fut = async move {
+            let mut found = Vec::new();
+            for user in users {
+                if let Ok(convs) = store.user_conversations(user).await {
+                    found.push((user, convs));
+                }
+            }
+            found
+        }
+        .into_actor(self)
+        .map(move |found, act, ctx| {
+            for (user, convs) in found {
+                let Some(known) = act.users.get(&user).map(|o| o.conversations.clone()) else {
+                    continue;
+                };
+                for held in convs {
+                    if !known.contains(&held.conv) {
+                        act.push_from
+                            .entry(held.conv)
+                            .or_insert(held.last_seq.0 + 1);
+                        ctx.notify(Joined {
+                            users: vec![user],
+                            conv: held.conv,
+                        });
+                    }
+                }
+            }
+        });
+        ctx.spawn(fut);
+    }
+
+    /// Events of `channels` (`None`: of any) may have been missed: the sessions they
+    /// concern are told to `resync`, the actors of those conversations forget where
+    /// their pushes stood (the sessions sync what is missing), and users whose own
+    /// channel was concerned have their conversations read again (a `Joined` may be
+    /// among what was lost).
+    fn missed(&mut self, channels: Option<Vec<Channel>>, ctx: &mut Context<Self>) {
+        let resync: bytestring::ByteString = ServerFrame::Resync.to_text().into();
+        let Some(channels) = channels else {
+            self.directory.to_all(&resync);
+            self.push_from.clear();
+            for addr in self.conversations.values() {
+                addr.do_send(Rebase);
+            }
+            let users = self.users.keys().copied().collect();
+            self.reconcile(users, ctx);
+            return;
+        };
+        let mut users: HashSet<UserId> = HashSet::new();
+        let mut convs: HashSet<ConvId> = HashSet::new();
+        let mut own = Vec::new();
+        for ch in channels {
+            match ch {
+                Channel::Conversation(c) => {
+                    if let Some(addr) = self.conversations.get(&c) {
+                        addr.do_send(Rebase);
+                    }
+                    self.push_from.remove(&c);
+                    convs.insert(c);
+                }
+                Channel::User(u) if self.users.contains_key(&u) => {
+                    users.insert(u);
+                    own.push(u);
+                }
+                Channel::User(_) => {}
+                Channel::Audience(a) => {
+                    users.extend(self.audience_users.get(&a).into_iter().flatten());
+                }
+            }
+        }
+        if !convs.is_empty() {
+            users.extend(
+                self.users
+                    .iter()
+                    .filter(|(_, o)| o.conversations.iter().any(|c| convs.contains(c)))
+                    .map(|(u, _)| *u),
+            );
+        }
+        let users: Vec<UserId> = users.into_iter().collect();
+        self.directory.to_users(&users, &resync, None, None);
+        if !own.is_empty() {
+            self.reconcile(own, ctx);
+        }
+    }
+
     fn session_count(&self) -> usize {
         self.open_sessions
     }
@@ -222,6 +415,7 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
+        ctx.run_interval(RECONCILE_EVERY, |act, ctx| act.reconcile_recent(ctx));
     }
 }
 
@@ -262,25 +456,7 @@ impl Handler<Attach> for Registry {
             // The list was read at the handshake; a conversation created since then
             // (announced before this node listened to the user's channel) is picked up
             // by reading it once more, now that the user's channel is subscribed.
-            let (store, user) = (self.store.clone(), msg.user);
-            let fut = async move { store.user_conversations(user).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| {
-                    let Ok(convs) = res else { return };
-                    let known = act.users.get(&user).map(|o| o.conversations.clone());
-                    for held in convs {
-                        if known.as_ref().is_some_and(|k| !k.contains(&held.conv)) {
-                            act.push_from
-                                .entry(held.conv)
-                                .or_insert(held.last_seq.0 + 1);
-                            ctx.notify(Joined {
-                                users: vec![user],
-                                conv: held.conv,
-                            });
-                        }
-                    }
-                });
-            ctx.spawn(fut);
+            self.reconcile(vec![msg.user], ctx);
         }
         if !first {
             // A later socket may know of conversations the first did not.
@@ -307,10 +483,13 @@ impl Handler<Attach> for Registry {
             (before, online.sessions.len())
         });
         if let Some((before, after)) = counts {
-            self.directory.attach(msg.user, msg.id, msg.addr, msg.out);
+            self.directory
+                .attach(msg.user, msg.id, msg.addr.clone(), msg.out);
             self.count_sessions(before, after);
         }
         self.update_gauges();
+        let addr = msg.addr;
+        self.when_confirmed(ctx, move |_, _| addr.do_send(Live));
     }
 }
 
@@ -358,34 +537,74 @@ impl Handler<ConversationIdle> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: ConversationIdle, _ctx: &mut Self::Context) {
-        if self.conversations.get(&msg.conv) == Some(&msg.addr) {
-            self.conversations.remove(&msg.conv);
-            // Its successor pushes from where it stopped.
-            if let (Some(next), true) = (msg.next_push, self.conv_interest.contains_key(&msg.conv))
-            {
+        if self.conversations.get(&msg.conv) != Some(&msg.addr) {
+            msg.addr.do_send(StopConversation { handover: None });
+            return;
+        }
+        self.conversations.remove(&msg.conv);
+        metrics::gauge!(m::CONVERSATION_ACTORS).set(self.conversations.len() as f64);
+        // A successor started before this one has stopped waits for its last pushes
+        // (it may still hold messages for a gap) and pushes from where they ended.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.retiring.insert(msg.conv, (msg.addr.clone(), Some(rx)));
+        msg.addr.do_send(StopConversation { handover: Some(tx) });
+    }
+}
+
+impl Handler<ConversationStopped> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConversationStopped, _ctx: &mut Self::Context) {
+        let retired = self
+            .retiring
+            .get(&msg.conv)
+            .is_some_and(|(addr, _)| *addr == msg.addr);
+        if retired {
+            // No successor took its place meanwhile: the next one pushes from where
+            // this one ended.
+            let waited_on = self
+                .retiring
+                .remove(&msg.conv)
+                .is_some_and(|(_, p)| p.is_none());
+            if let (Some(next), false, true) = (
+                msg.next_push,
+                waited_on,
+                self.conv_interest.contains_key(&msg.conv),
+            ) {
                 self.push_from.insert(msg.conv, next);
             }
+        } else if self.conversations.get(&msg.conv) == Some(&msg.addr) {
+            // Stopped without being asked (its arbiter went away).
+            self.conversations.remove(&msg.conv);
             metrics::gauge!(m::CONVERSATION_ACTORS).set(self.conversations.len() as f64);
         }
-        msg.addr.do_send(StopConversation);
     }
 }
 
 impl Handler<Joined> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: Joined, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Joined, ctx: &mut Self::Context) {
+        let mut added = Vec::new();
         for user in msg.users {
-            let added = self
+            let new = self
                 .users
                 .get_mut(&user)
                 .is_some_and(|o| o.conversations.insert(msg.conv));
-            if added {
+            if new {
                 self.add_interest(msg.conv, None);
+                added.push(user);
             }
         }
         if let Some(addr) = self.conversations.get(&msg.conv) {
             addr.do_send(RefreshMembers);
+        }
+        if !added.is_empty() {
+            // Once the conversation's channel is in force, nothing of it is missed:
+            // the `joined` frame tells the clients to show it (and sync what came
+            // before).
+            let conv = msg.conv;
+            self.when_confirmed(ctx, move |act, ctx| act.announce_joined(added, conv, ctx));
         }
     }
 }
@@ -397,8 +616,21 @@ impl Handler<AudiencesChanged> for Registry {
         let Some(old) = self.users.get(&msg.user).map(|o| o.audiences.clone()) else {
             return;
         };
-        self.leave_audiences(msg.user, &old);
-        self.join_audiences(msg.user, &msg.audiences);
+        // Only what changed: an audience the user keeps stays subscribed and listed
+        // throughout, so none of its broadcasts is missed in between.
+        let left: Vec<AudienceKey> = old
+            .iter()
+            .filter(|a| !msg.audiences.contains(a))
+            .cloned()
+            .collect();
+        let joined: Vec<AudienceKey> = msg
+            .audiences
+            .iter()
+            .filter(|a| !old.contains(a))
+            .cloned()
+            .collect();
+        self.leave_audiences(msg.user, &left);
+        self.join_audiences(msg.user, &joined);
         if let Some(online) = self.users.get_mut(&msg.user) {
             online.audiences = msg.audiences.clone();
             let shared = Arc::new(msg.audiences);
@@ -452,16 +684,11 @@ impl Handler<FromBus> for Registry {
     fn handle(&mut self, msg: FromBus, ctx: &mut Self::Context) {
         match msg.0 {
             BusNotice::Event { channel, event } => self.bus_event(channel, event, ctx),
-            BusNotice::Reconnected => {
-                let frame: bytestring::ByteString = ServerFrame::Resync.to_text().into();
-                for online in self.users.values() {
-                    for addr in online.sessions.values() {
-                        addr.do_send(Push {
-                            frame: frame.clone(),
-                        });
-                    }
-                }
-            }
+            // Every session syncs what it missed; the actors must not push it as well
+            // (up to a gap's worth each, a burst that would close healthy clients as
+            // slow), and a `Joined` lost meanwhile is found by reading again.
+            BusNotice::Reconnected => self.missed(None, ctx),
+            BusNotice::Missed { channels } => self.missed(channels, ctx),
             BusNotice::Down => {}
         }
     }

@@ -6,7 +6,7 @@
 //! does not read fills the queue and is closed with 4001 instead of growing memory.
 
 use crate::error::ChatError;
-use crate::messages::{Attach, CloseWith, Detach, NewAudiences, Push, SessionId, SlowConsumer};
+use crate::messages::{Attach, CloseWith, Detach, Live, NewAudiences, SessionId, SlowConsumer};
 use crate::metrics as m;
 use crate::registry::Registry;
 use crate::service::{Chat, SendCommand};
@@ -194,6 +194,10 @@ pub struct Session {
     closing: Option<(CloseCode, &'static str)>,
     /// Request frames refused in a row by the rate limit.
     limited_streak: u32,
+    /// The registry confirmed the bus listens to all this session needs (`Live`).
+    live: bool,
+    /// A `sync` arrived before that: `resync` once live.
+    synced_early: bool,
 }
 
 /// Everything a session starts with.
@@ -227,6 +231,8 @@ impl Session {
             in_flight: 0,
             closing: None,
             limited_streak: 0,
+            live: false,
+            synced_early: false,
         }
     }
 
@@ -346,6 +352,9 @@ impl Session {
                 }));
             }
             ClientFrame::Sync { cursors, limit } => {
+                // Before the bus confirmed this user's channels, a message committed
+                // after this sync reads may not be pushed: `resync` once they are.
+                self.synced_early |= !self.live;
                 let (chat, user, audiences) =
                     (self.chat.clone(), self.user, self.audiences.clone());
                 let fut = async move { chat.sync(user, &audiences, &cursors, limit).await };
@@ -471,11 +480,14 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Session {
     }
 }
 
-impl Handler<Push> for Session {
+impl Handler<Live> for Session {
     type Result = ();
 
-    fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
-        self.write(msg.frame, ctx);
+    fn handle(&mut self, _msg: Live, ctx: &mut Self::Context) {
+        self.live = true;
+        if std::mem::take(&mut self.synced_early) {
+            self.frame(&ServerFrame::Resync, ctx);
+        }
     }
 }
 

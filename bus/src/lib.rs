@@ -16,6 +16,9 @@ pub mod metrics {
     pub const PUBLISH_DROPPED_TOTAL: &str = "chat_bus_publish_dropped_total";
     /// Events of other nodes received.
     pub const RECEIVES_TOTAL: &str = "chat_bus_receives_total";
+    /// Drop notices this node published, and those of other nodes it received.
+    pub const DROP_NOTICES_SENT_TOTAL: &str = "chat_bus_drop_notices_sent_total";
+    pub const DROP_NOTICES_RECEIVED_TOTAL: &str = "chat_bus_drop_notices_received_total";
     /// Subscriber reconnections after a lost Redis connection.
     pub const RECONNECTS_TOTAL: &str = "chat_bus_reconnects_total";
 }
@@ -111,7 +114,23 @@ pub enum BusNotice {
     Reconnected,
     /// The bus connection was lost.
     Down,
+    /// Another node could not publish some of its events (its queue was full, or
+    /// Redis failed the publish): the events of these channels may have been missed
+    /// here (`None`: of any channel), so the sessions they concern must `resync`.
+    Missed { channels: Option<Vec<Channel>> },
 }
+
+/// What a node tells the others on [`NODES_CHANNEL`] when it could not publish events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropNotice {
+    pub origin: String,
+    /// Redis names of the channels whose events were dropped; `None`: too many to
+    /// list, treat every channel as concerned.
+    pub channels: Option<Vec<String>>,
+}
+
+/// The channel every node listens to for [`DropNotice`]s.
+pub const NODES_CHANNEL: &str = "chat:n";
 
 /// Why the bus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +148,10 @@ pub trait Bus: Send + Sync + 'static {
     fn subscribe(&self, channel: &Channel);
     /// Stops receiving events of `channel`.
     fn unsubscribe(&self, channel: &Channel);
+    /// Answers on `done` once every subscription asked for before this call is in
+    /// force (Redis has acknowledged it): from then on no event of those channels is
+    /// missed. While the bus is down, that is after it has resubscribed.
+    fn confirm(&self, done: tokio::sync::oneshot::Sender<()>);
     /// Whether the bus is connected (for `/readyz`).
     fn is_up(&self) -> bool;
 }

@@ -11,6 +11,9 @@ impl Bus for LocalBus {
     fn publish(&self, _channel: &Channel, _event: &Event) {}
     fn subscribe(&self, _channel: &Channel) {}
     fn unsubscribe(&self, _channel: &Channel) {}
+    fn confirm(&self, done: tokio::sync::oneshot::Sender<()>) {
+        let _ = done.send(());
+    }
     fn is_up(&self) -> bool {
         true
     }

@@ -4,24 +4,114 @@
 //! task that keeps the wanted subscription set. When the pub/sub connection drops,
 //! the task reconnects with backoff, subscribes everything wanted again, and tells
 //! the node (`BusNotice::Reconnected`) so that sessions `resync`.
+//!
+//! An event that cannot be published (the queue is full, or Redis fails the pipeline)
+//! is not dropped in silence: its channel is remembered, and the next pipeline that
+//! goes through starts with a [`DropNotice`] on [`NODES_CHANNEL`], which every node
+//! listens to; the nodes with sessions concerned tell them to `resync`.
 
-use crate::{Bus, BusError, BusNotice, Channel, Envelope, Event};
+use crate::{Bus, BusError, BusNotice, Channel, DropNotice, Envelope, Event, NODES_CHANNEL};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// Most queued publishes before new ones are dropped (pushes may be lost; sync is not).
 const PUBLISH_QUEUE: usize = 65_536;
 /// Most events one pipelined round trip to Redis carries.
 const PUBLISH_BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Most channels one drop notice names; past that it names none (every channel).
+const MAX_NOTICE_CHANNELS: usize = 256;
+
+/// The channels of events not published since the last drop notice went out.
+#[derive(Default)]
+struct Drops {
+    channels: BTreeSet<String>,
+    all: bool,
+}
+
+impl Drops {
+    fn add(&mut self, channel: String) {
+        if self.all {
+            return;
+        }
+        self.channels.insert(channel);
+        if self.channels.len() > MAX_NOTICE_CHANNELS {
+            self.all = true;
+            self.channels.clear();
+        }
+    }
+
+    fn merge(&mut self, other: Drops) {
+        if other.all {
+            self.all = true;
+            self.channels.clear();
+        } else {
+            for c in other.channels {
+                self.add(c);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.channels.is_empty()
+    }
+
+    /// The notice's payload, if anything was dropped.
+    fn notice(&self, origin: &str) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
+        let notice = DropNotice {
+            origin: origin.to_owned(),
+            channels: (!self.all).then(|| self.channels.iter().cloned().collect()),
+        };
+        serde_json::to_string(&notice).ok()
+    }
+}
+
+/// Drops not yet told, shared by `publish` and the publisher task, which `wake`
+/// rouses when there is something to tell and no event to carry it.
+#[derive(Default)]
+struct DropLog {
+    drops: Mutex<Drops>,
+    wake: Notify,
+}
+
+impl DropLog {
+    fn record(&self, channels: impl IntoIterator<Item = String>) {
+        let mut n = 0;
+        {
+            let mut d = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+            for c in channels {
+                d.add(c);
+                n += 1;
+            }
+        }
+        metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(n);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Drops {
+        std::mem::take(&mut *self.drops.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn put_back(&self, drops: Drops) {
+        self.drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(drops);
+    }
+}
 
 enum Command {
     Subscribe(Channel),
     Unsubscribe(Channel),
+    /// Answer once the subscriptions asked for before are in force.
+    Confirm(oneshot::Sender<()>),
 }
 
 /// Redis pub/sub bus (`bus.kind = "redis"`).
@@ -30,6 +120,7 @@ pub struct RedisBus {
     publish_tx: mpsc::Sender<(String, String)>,
     command_tx: mpsc::UnboundedSender<Command>,
     up: Arc<AtomicBool>,
+    drops: Arc<DropLog>,
 }
 
 impl RedisBus {
@@ -44,7 +135,13 @@ impl RedisBus {
         let up = Arc::new(AtomicBool::new(false));
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (command_tx, command_rx) = mpsc::unbounded_channel();
-        tokio::spawn(publisher(client.clone(), publish_rx));
+        let drops = Arc::new(DropLog::default());
+        tokio::spawn(publisher(
+            client.clone(),
+            origin.clone(),
+            publish_rx,
+            drops.clone(),
+        ));
         tokio::spawn(subscriber(
             client,
             origin.clone(),
@@ -57,6 +154,7 @@ impl RedisBus {
             publish_tx,
             command_tx,
             up,
+            drops,
         })
     }
 }
@@ -70,8 +168,9 @@ impl Bus for RedisBus {
         let Ok(payload) = serde_json::to_string(&envelope) else {
             return;
         };
-        if self.publish_tx.try_send((channel.name(), payload)).is_err() {
-            metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(1);
+        if let Err(e) = self.publish_tx.try_send((channel.name(), payload)) {
+            let (name, _) = e.into_inner();
+            self.drops.record([name]);
         }
     }
 
@@ -83,52 +182,101 @@ impl Bus for RedisBus {
         let _ = self.command_tx.send(Command::Unsubscribe(channel.clone()));
     }
 
+    fn confirm(&self, done: oneshot::Sender<()>) {
+        let _ = self.command_tx.send(Command::Confirm(done));
+    }
+
     fn is_up(&self) -> bool {
         self.up.load(Ordering::SeqCst)
     }
 }
 
-async fn publisher(client: redis::Client, mut rx: mpsc::Receiver<(String, String)>) {
+async fn publisher(
+    client: redis::Client,
+    origin: String,
+    mut rx: mpsc::Receiver<(String, String)>,
+    log: Arc<DropLog>,
+) {
     let mut backoff = Duration::from_millis(100);
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    // What queued while Redis could not be reached is dropped, and told, rather than
+    // published late: the nodes that missed it have their sessions sync it, and a
+    // burst of stale pushes after an outage would only swamp them.
+    let drop_queued = |rx: &mut mpsc::Receiver<(String, String)>| {
+        let mut lost = Vec::new();
+        while let Ok((channel, _)) = rx.try_recv() {
+            lost.push(channel);
+        }
+        if !lost.is_empty() {
+            log.record(lost);
+        }
+    };
+    let mut failed = false;
     loop {
         let mut conn = match client.get_multiplexed_async_connection().await {
             Ok(c) => {
                 backoff = Duration::from_millis(100);
+                if std::mem::take(&mut failed) {
+                    drop_queued(&mut rx);
+                }
                 c
             }
             Err(e) => {
                 tracing::warn!(error = %e, "bus publisher cannot reach redis");
-                // Drop what queued meanwhile: pushes may be lost, sync is not.
-                while rx.try_recv().is_ok() {
-                    metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(1);
-                }
+                failed = true;
+                drop_queued(&mut rx);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         // Everything queued goes out in one pipeline per round trip, in order: under
-        // load a round trip carries many events instead of one.
-        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-        while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        // load a round trip carries many events instead of one. Drops not yet told
+        // lead the pipeline.
+        loop {
+            let closed = tokio::select! {
+                n = rx.recv_many(&mut batch, PUBLISH_BATCH) => n == 0,
+                () = log.wake.notified() => false,
+            };
+            let drops = log.take();
+            let notice = drops.notice(&origin);
+            if notice.is_none() && batch.is_empty() {
+                if closed {
+                    return;
+                }
+                continue;
+            }
             let mut pipe = redis::pipe();
+            if let Some(notice) = &notice {
+                pipe.cmd("PUBLISH").arg(NODES_CHANNEL).arg(notice).ignore();
+            }
             for (channel, payload) in &batch {
                 pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
             }
-            let n = batch.len() as u64;
-            batch.clear();
             let r: Result<(), _> = pipe.query_async(&mut conn).await;
+            let n = batch.len() as u64;
             match r {
-                Ok(()) => metrics::counter!(crate::metrics::PUBLISHES_TOTAL).increment(n),
+                Ok(()) => {
+                    metrics::counter!(crate::metrics::PUBLISHES_TOTAL).increment(n);
+                    if notice.is_some() {
+                        metrics::counter!(crate::metrics::DROP_NOTICES_SENT_TOTAL).increment(1);
+                    }
+                    batch.clear();
+                }
                 Err(e) => {
-                    metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(n);
+                    // Redis may have carried part of the pipeline: the whole of it is
+                    // told as dropped (a `resync` too many costs a sync, one too few
+                    // loses pushes for good).
                     tracing::warn!(error = %e, events = n, "bus publish failed");
+                    log.put_back(drops);
+                    log.record(batch.drain(..).map(|(channel, _)| channel));
+                    failed = true;
                     break;
                 }
             }
-        }
-        if rx.is_closed() {
-            return;
+            if closed {
+                return;
+            }
         }
     }
 }
@@ -141,6 +289,8 @@ async fn subscriber(
     up: Arc<AtomicBool>,
 ) {
     let mut wanted: BTreeSet<Channel> = BTreeSet::new();
+    // Confirmations asked for while down: answered once resubscribed.
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
@@ -150,7 +300,7 @@ async fn subscriber(
                 tracing::warn!(error = %e, "bus subscriber cannot reach redis");
                 // Keep the wanted set current while down.
                 while let Ok(cmd) = commands.try_recv() {
-                    apply(&mut wanted, cmd);
+                    apply(&mut wanted, &mut waiting, cmd);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -159,15 +309,17 @@ async fn subscriber(
         };
         let (mut sink, mut stream) = pubsub.split();
         while let Ok(cmd) = commands.try_recv() {
-            apply(&mut wanted, cmd);
+            apply(&mut wanted, &mut waiting, cmd);
         }
-        let names: Vec<String> = wanted.iter().map(Channel::name).collect();
-        if !names.is_empty() {
-            if let Err(e) = sink.subscribe(&names).await {
-                tracing::warn!(error = %e, "bus resubscribe failed");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
+        let mut names: Vec<String> = wanted.iter().map(Channel::name).collect();
+        names.push(NODES_CHANNEL.to_owned());
+        if let Err(e) = sink.subscribe(&names).await {
+            tracing::warn!(error = %e, "bus resubscribe failed");
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
         }
         backoff = Duration::from_millis(100);
         up.store(true, Ordering::SeqCst);
@@ -187,12 +339,19 @@ async fn subscriber(
             tokio::select! {
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return };
+                    // Each (un)subscribe is awaited before the next command: a
+                    // confirmation comes after every subscribe asked before it.
                     let r = match &cmd {
                         Command::Subscribe(ch) if !wanted.contains(ch) => sink.subscribe(ch.name()).await,
                         Command::Unsubscribe(ch) if wanted.contains(ch) => sink.unsubscribe(ch.name()).await,
                         _ => Ok(()),
                     };
-                    apply(&mut wanted, cmd);
+                    match cmd {
+                        Command::Confirm(done) => {
+                            let _ = done.send(());
+                        }
+                        cmd => apply(&mut wanted, &mut waiting, cmd),
+                    }
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "bus (un)subscribe failed");
                         break;
@@ -201,6 +360,13 @@ async fn subscriber(
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
                     metrics::counter!(crate::metrics::RECEIVES_TOTAL).increment(1);
+                    if msg.get_channel_name() == NODES_CHANNEL {
+                        let Some(notice) = drop_notice(&msg, &origin) else { continue };
+                        if notices.send(notice).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     let Some(channel) = Channel::parse(msg.get_channel_name()) else { continue };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
@@ -224,7 +390,27 @@ async fn subscriber(
     }
 }
 
-fn apply(wanted: &mut BTreeSet<Channel>, cmd: Command) {
+/// The notice of another node's [`DropNotice`], if it is one.
+fn drop_notice(msg: &redis::Msg, origin: &str) -> Option<BusNotice> {
+    let payload = msg.get_payload::<String>().ok()?;
+    let Ok(notice) = serde_json::from_str::<DropNotice>(&payload) else {
+        tracing::warn!("unreadable drop notice");
+        return None;
+    };
+    if notice.origin == origin {
+        return None;
+    }
+    metrics::counter!(crate::metrics::DROP_NOTICES_RECEIVED_TOTAL).increment(1);
+    tracing::info!(from = %notice.origin, channels = ?notice.channels.as_ref().map(Vec::len), "another node dropped bus events");
+    Some(BusNotice::Missed {
+        channels: notice
+            .channels
+            .map(|names| names.iter().filter_map(|n| Channel::parse(n)).collect()),
+    })
+}
+
+/// Keeps the wanted set (and the confirmations to answer after resubscribing).
+fn apply(wanted: &mut BTreeSet<Channel>, waiting: &mut Vec<oneshot::Sender<()>>, cmd: Command) {
     match cmd {
         Command::Subscribe(ch) => {
             wanted.insert(ch);
@@ -232,5 +418,6 @@ fn apply(wanted: &mut BTreeSet<Channel>, cmd: Command) {
         Command::Unsubscribe(ch) => {
             wanted.remove(&ch);
         }
+        Command::Confirm(done) => waiting.push(done),
     }
 }

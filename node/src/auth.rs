@@ -11,7 +11,9 @@ use argon2::{Algorithm, Argon2, Params, PasswordHash, Version};
 use chat_wire::UserId;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Claims of a token. A company's backend mints the same with the shared secret:
 /// `sub` is the user id as a decimal string, `iat` and `exp` are unix seconds, and
@@ -142,8 +144,37 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Password hashes (register) and checks (login) running at once on this node, at
+/// most one per core: each takes 19 MiB and a core for tens of milliseconds, so a burst
+/// of logins must queue, not take every core and the memory with it.
+static HASH_SLOTS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(cores()));
+/// Registers and logins admitted at once (running or waiting for a slot): four per
+/// core. Past that a request is refused at once, so a burst holds no more than this.
+static HASH_ADMITTED: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(4 * cores()));
+/// How long an admitted register or login waits for a slot before `rate_limited`.
+const HASH_WAIT: Duration = Duration::from_secs(2);
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// A slot for one password hash, or `rate_limited` when too many wait already or none
+/// frees up in time.
+async fn hash_slot() -> Result<(SemaphorePermit<'static>, SemaphorePermit<'static>), ApiError> {
+    let refused = || {
+        metrics::counter!(chat_actors::metrics::PASSWORD_HASHES_REFUSED_TOTAL).increment(1);
+        ApiError::rate_limited("too many logins at once on this node; retry shortly")
+    };
+    let admitted = HASH_ADMITTED.try_acquire().map_err(|_| refused())?;
+    match tokio::time::timeout(HASH_WAIT, HASH_SLOTS.acquire()).await {
+        Ok(Ok(slot)) => Ok((admitted, slot)),
+        _ => Err(refused()),
+    }
+}
+
 /// Hashes a password on a blocking thread (never on the async runtime's threads).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    let _slot = hash_slot().await?;
     web::block(move || {
         argon2()
             .hash_password(password.as_bytes())
@@ -160,6 +191,7 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 
 /// Checks a password against a stored PHC string on a blocking thread.
 pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
+    let _slot = hash_slot().await?;
     web::block(move || {
         let stored = hash.as_deref().unwrap_or(DUMMY_HASH);
         let ok = PasswordHash::new(stored)

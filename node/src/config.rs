@@ -44,6 +44,10 @@ pub struct Server {
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub id: String,
+    /// After how long without activity a conversation's actor stops (it starts again
+    /// on the next send or event).
+    #[serde(deserialize_with = "duration")]
+    pub conversation_idle: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +275,9 @@ impl Settings {
         }
         if self.node.id.is_empty() || self.node.id.len() > 64 {
             return fail("node.id", "must be 1..64 characters");
+        }
+        if self.node.conversation_idle.is_zero() {
+            return fail("node.conversation_idle", "must be more than 0");
         }
         if self.server.heartbeat_s == 0 {
             return fail("server.heartbeat_s", "must be at least 1");

@@ -175,6 +175,7 @@ impl ChatNode {
             directory.clone(),
             bus.clone(),
             settings.limits.max_connections_per_user,
+            settings.node.conversation_idle,
         )
         .start();
         let arbiters = vec![writer_thread];

@@ -875,3 +875,53 @@ async fn history_and_sync_are_whole_across_days_and_partitions() {
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_burst_of_logins_is_bounded_and_refused_past_the_bound() {
+    // A process, so the node's password-hash slots are its own.
+    let db = TestDb::create().await.expect("create test database");
+    let node = process_node(&db, "node-1", &[]).await;
+    let api = node.api();
+    let someone = user(&api, "burst").await.unwrap();
+    let n = 120;
+    let logins = (0..n).map(|_| {
+        let api = api.clone();
+        async move {
+            api.post(
+                "/api/v1/auth/login",
+                None,
+                &json!({"username": "burst", "password": "not-the-password"}),
+            )
+            .await
+            .unwrap()
+        }
+    });
+    let started = std::time::Instant::now();
+    let answers = futures_util::future::join_all(logins).await;
+    let took = started.elapsed();
+    let limited = answers
+        .iter()
+        .filter(|(s, b)| *s == 429 && code(b) == "rate_limited")
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|(s, b)| *s == 401 && code(b) == "unauthorized")
+        .count();
+    assert_eq!(limited + refused, n, "only 401 and 429: {answers:?}");
+    assert!(limited >= 1, "the burst went past the bound");
+    assert!(refused >= 2, "logins still run meanwhile");
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    // The node still serves everything else.
+    let (s, _) = api.get("/api/v1/me", Some(&someone.token)).await.unwrap();
+    assert_eq!(s, 200);
+    let (_, m) = api.get("/metrics", None).await.unwrap();
+    assert!(
+        m.as_str()
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("chat_password_hashes_refused_total ") && !l.ends_with(" 0")),
+        "counted"
+    );
+    drop(node);
+    db.drop_now().await.unwrap();
+}

@@ -515,3 +515,80 @@ async fn slow_consumer_is_closed_with_4001() {
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_conversation_keeps_a_bounded_queue_of_waiting_sends_and_refuses_past_it() {
+    let (db, node) = node_with(&[
+        ("CHAT__LIMITS__SENDS_PER_SEC", "100000"),
+        ("CHAT__LIMITS__OUTBOUND_QUEUE", "8192"),
+    ])
+    .await;
+    let api = node.api();
+    let a = user(&api, "queue-a").await.unwrap();
+    let b = user(&api, "queue-b").await.unwrap();
+    let conv = api.direct(&a.token, b.id).await.unwrap();
+    // Another writer holds the conversation's row: the node's commits of it wait.
+    let mut c = db.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE",
+        &[&conv],
+    )
+    .await
+    .unwrap();
+    let mut w = ws(&node, &a.token).await;
+    let n = chat_actors::conversation::MAX_PENDING_SENDS + 600;
+    for i in 0..n {
+        w.send_msg(conv, &format!("q-{i}"), "x").await.unwrap();
+    }
+    let (mut acked, mut limited) = (BTreeMap::new(), BTreeSet::new());
+    fn collect(v: Value, acked: &mut BTreeMap<String, i64>, limited: &mut BTreeSet<String>) {
+        match v["type"].as_str() {
+            Some("ack") => {
+                let seq = v["seq"].as_i64().unwrap();
+                acked.insert(v["cid"].as_str().unwrap().to_string(), seq);
+            }
+            Some("error") => {
+                assert_eq!(v["code"], "rate_limited", "{v}");
+                limited.insert(v["ref"].as_str().unwrap().to_string());
+            }
+            _ => {}
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        match w.recv(Duration::from_millis(200)).await {
+            Ok(Incoming::Json(v)) => collect(v, &mut acked, &mut limited),
+            Ok(other) => panic!("connection ended: {other:?}"),
+            Err(_) => {}
+        }
+    }
+    assert!(acked.is_empty(), "nothing commits while the row is held");
+    assert!(
+        limited.len() >= 500,
+        "the sends past the queue's bound are refused at once: {}",
+        limited.len()
+    );
+    tx.rollback().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.len() + limited.len() < n && std::time::Instant::now() < deadline {
+        if let Ok(Incoming::Json(v)) = w.recv(Duration::from_millis(500)).await {
+            collect(v, &mut acked, &mut limited);
+        }
+    }
+    assert_eq!(acked.len() + limited.len(), n, "every send answered once");
+    assert_eq!(rows(&db, conv).await.unwrap(), acked.len() as i64);
+    let stored: BTreeSet<String> = db
+        .stored(conv)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, cid)| cid)
+        .collect();
+    assert!(
+        limited.iter().all(|cid| !stored.contains(cid)),
+        "a refused send is not stored"
+    );
+    drop(node);
+    db.drop_now().await.unwrap();
+}

@@ -36,6 +36,13 @@ const USER_CONVERSATIONS: &str =
     "SELECT m.conv, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv
      WHERE m.user_id = $1 AND c.kind <> 'broadcast'";
 
+/// Memberships of the given users that began within the last `$2` seconds (by
+/// `members_by_joined`: recent joins are few, however many users are online).
+const JOINED_SINCE: &str =
+    "SELECT m.user_id, m.conv, c.last_seq FROM members m JOIN conversations c ON c.id = m.conv
+     WHERE m.joined_at >= now() - make_interval(secs => $2::float8)
+       AND m.user_id = ANY($1) AND c.kind <> 'broadcast'";
+
 const MEMBERS: &str = "SELECT user_id FROM members WHERE conv = $1 ORDER BY user_id";
 
 const CONVERSATION_KIND: &str = "SELECT kind, audience FROM conversations WHERE id = $1";
@@ -197,6 +204,30 @@ impl Store {
                     conv: ConvId(r.try_get("conv")?),
                     last_seq: Seq(r.try_get("last_seq")?),
                 })
+            })
+            .collect()
+    }
+
+    /// The conversations `users` joined within the last `window`, each with the
+    /// joining user.
+    pub async fn joined_since(
+        &self,
+        users: &[UserId],
+        window: std::time::Duration,
+    ) -> Result<Vec<(UserId, Held)>, StoreError> {
+        let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
+        let rows = self
+            .query(JOINED_SINCE, &[&ids, &window.as_secs_f64()])
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    UserId(r.try_get("user_id")?),
+                    Held {
+                        conv: ConvId(r.try_get("conv")?),
+                        last_seq: Seq(r.try_get("last_seq")?),
+                    },
+                ))
             })
             .collect()
     }

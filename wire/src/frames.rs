@@ -3,7 +3,7 @@
 use crate::error::ErrorCode;
 use crate::http::{SyncConversation, SyncResponse};
 use crate::ids::{ConvId, Seq, UserId};
-use crate::message::{Draft, Message};
+use crate::message::{Conversation, Draft, Message};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -141,6 +141,13 @@ pub enum ServerFrame {
     },
     /// The node may have missed pushes: call sync.
     Resync,
+    /// The user was added to a conversation (or it was created with them): here it
+    /// is, as `GET /conversations/{id}` shows it. Its pushes follow from now on; what
+    /// came before is in `sync`.
+    Joined {
+        conv: ConvId,
+        conversation: Box<Conversation>,
+    },
     Error {
         code: ErrorCode,
         message: String,
