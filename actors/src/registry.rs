@@ -26,6 +26,11 @@ use std::time::Duration;
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 const RECONCILE_WINDOW: Duration = Duration::from_secs(60);
 
+/// How often the registry compares its online users' audiences with Postgres, so a
+/// lost or late `AttributesChanged` stops pushes of an audience a user left within
+/// this long (reads and syncs check on every call).
+const AUDIENCE_CHECK_EVERY: Duration = Duration::from_secs(30);
+
 /// What the registry knows of one online user.
 #[derive(Default)]
 struct Online {
@@ -246,6 +251,31 @@ impl Registry {
         }));
     }
 
+    /// Moves online users whose audiences in Postgres differ from what this node
+    /// holds (an attribute change it did not hear of).
+    fn reconcile_audiences(&mut self, ctx: &mut Context<Self>) {
+        let users: Vec<UserId> = self.users.keys().copied().collect();
+        if users.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let fut = async move { store.attributes_of(&users).await };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            let Ok(found) = res else { return };
+            for (user, attributes) in found {
+                let audiences = attributes.audiences();
+                let stale = act
+                    .users
+                    .get(&user)
+                    .is_some_and(|o| o.audiences != audiences);
+                if stale {
+                    tracing::info!(%user, "audiences found changed by reconciling");
+                    ctx.notify(AudiencesChanged { user, audiences });
+                }
+            }
+        }));
+    }
+
     /// Runs `then` once every subscription asked for so far is in force.
     fn when_confirmed(
         &self,
@@ -416,6 +446,9 @@ impl Actor for Registry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(usize::MAX >> 4);
         ctx.run_interval(RECONCILE_EVERY, |act, ctx| act.reconcile_recent(ctx));
+        ctx.run_interval(AUDIENCE_CHECK_EVERY, |act, ctx| {
+            act.reconcile_audiences(ctx)
+        });
     }
 }
 

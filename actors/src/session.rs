@@ -6,7 +6,9 @@
 //! does not read fills the queue and is closed with 4001 instead of growing memory.
 
 use crate::error::ChatError;
-use crate::messages::{Attach, CloseWith, Detach, Live, NewAudiences, SessionId, SlowConsumer};
+use crate::messages::{
+    Attach, AudiencesChanged, CloseWith, Detach, Live, NewAudiences, SessionId, SlowConsumer,
+};
 use crate::metrics as m;
 use crate::registry::Registry;
 use crate::service::{Chat, SendCommand};
@@ -340,9 +342,12 @@ impl Session {
                 self.send(cmd, reference, ctx)
             }
             ClientFrame::Read { conv, seq } => {
-                let (chat, user, audiences) =
-                    (self.chat.clone(), self.user, self.audiences.clone());
-                let fut = async move { chat.read(user, &audiences, conv, seq).await };
+                let (chat, user, known) = (self.chat.clone(), self.user, self.audiences.clone());
+                let registry = self.registry.clone();
+                let fut = async move {
+                    let audiences = current_audiences(&chat, &registry, user, known).await?;
+                    chat.read(user, &audiences, conv, seq).await
+                };
                 // The answer (`unread`) reaches every device of the user through the
                 // registry; only a refusal is answered here.
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
@@ -355,9 +360,12 @@ impl Session {
                 // Before the bus confirmed this user's channels, a message committed
                 // after this sync reads may not be pushed: `resync` once they are.
                 self.synced_early |= !self.live;
-                let (chat, user, audiences) =
-                    (self.chat.clone(), self.user, self.audiences.clone());
-                let fut = async move { chat.sync(user, &audiences, &cursors, limit).await };
+                let (chat, user, known) = (self.chat.clone(), self.user, self.audiences.clone());
+                let registry = self.registry.clone();
+                let fut = async move {
+                    let audiences = current_audiences(&chat, &registry, user, known).await?;
+                    chat.sync(user, &audiences, &cursors, limit).await
+                };
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
                     Ok(r) => act.frame(&ServerFrame::from(r), ctx),
                     Err(e) => act.error(&e, reference, ctx),
@@ -406,6 +414,31 @@ impl Session {
             }
         }));
     }
+}
+
+/// The user's audiences as Postgres has them now, as HTTP would see them: a socket must
+/// never read what HTTP would refuse, whatever the bus carried or lost. When they differ
+/// from what the session knew, the registry moves the user's sessions (and pushes) over.
+async fn current_audiences(
+    chat: &Chat,
+    registry: &Addr<Registry>,
+    user: UserId,
+    known: Arc<Vec<AudienceKey>>,
+) -> Result<Vec<AudienceKey>, ChatError> {
+    let Some(record) = chat.store.user(user).await? else {
+        return Err(ChatError::new(
+            ErrorCode::Unauthorized,
+            "user no longer exists",
+        ));
+    };
+    let audiences = record.attributes.audiences();
+    if audiences != *known {
+        registry.do_send(AudiencesChanged {
+            user,
+            audiences: audiences.clone(),
+        });
+    }
+    Ok(audiences)
 }
 
 impl Actor for Session {

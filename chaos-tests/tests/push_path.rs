@@ -451,3 +451,81 @@ async fn an_attribute_change_keeps_the_audiences_the_user_keeps_subscribed() {
     drop((a, b));
     db.drop_now().await.unwrap();
 }
+
+async fn provision(api: &Api, name: &str, attrs: Value) -> (i64, String) {
+    let (s, body) = api
+        .post(
+            "/api/v1/users",
+            Some(SERVICE_KEY),
+            &json!({"external_id": format!("ext-{name}"), "username": name, "attributes": attrs}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{body}");
+    let user = body["user_id"].as_i64().unwrap();
+    let now = chat_testkit::fixtures::now();
+    let token = chat_testkit::fixtures::mint(&user.to_string(), now, now + 600).unwrap();
+    (user, token)
+}
+
+#[actix_rt::test]
+async fn a_user_moved_out_of_an_audience_unheard_of_stops_seeing_it_on_open_sockets() {
+    let (db, _redis, a, b) = cluster(&[]).await;
+    let api_a = a.api();
+    let (user, token) = provision(&b.api(), "mover", json!({"org": "1"})).await;
+    let (mut ws, _) = WsClient::connect_hello(&b.ws_url(&token)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notice = |cid: &'static str| {
+        let api = api_a.clone();
+        async move {
+            let (s, body) = api
+                .post(
+                    "/api/v1/broadcasts",
+                    Some(SERVICE_KEY),
+                    &json!({"audience": "org/1", "body": cid, "cid": cid}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(s, 201, "{body}");
+        }
+    };
+    notice("org-1").await;
+    let m = ws.expect("msg", T).await.unwrap();
+    let conv = m["conv"].as_i64().unwrap();
+    // The user leaves org 1 and nobody tells the nodes (the event is lost).
+    db.client()
+        .await
+        .unwrap()
+        .execute("UPDATE users SET org = '2' WHERE id = $1", &[&user])
+        .await
+        .unwrap();
+    // The open socket reads what HTTP would: the audience's conversation is gone.
+    ws.send_json(&json!({"type": "sync", "cursors": {}}))
+        .await
+        .unwrap();
+    let sync = ws.expect("sync", T).await.unwrap();
+    let convs: Vec<i64> = sync["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["id"].as_i64())
+        .collect();
+    assert!(
+        !convs.contains(&conv),
+        "synced a conversation it left: {sync}"
+    );
+    ws.send_json(&json!({"type": "read", "conv": conv, "seq": 1}))
+        .await
+        .unwrap();
+    let e = ws.expect("error", T).await.unwrap();
+    assert_eq!(e["code"], "not_member", "{e}");
+    // And its pushes stop.
+    notice("org-1-again").await;
+    let frames = frames_for(&mut ws, Duration::from_secs(1)).await;
+    assert!(
+        of_type(&frames, "msg").is_empty(),
+        "pushed after leaving: {frames:?}"
+    );
+    drop((a, b));
+    db.drop_now().await.unwrap();
+}

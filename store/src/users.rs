@@ -28,6 +28,9 @@ const SEARCH_USERS: &str = "SELECT id, username, display_name FROM users
 const SET_ATTRIBUTES: &str =
     "UPDATE users SET org = $2, roles = $3, jobs = $4 WHERE id = $1 AND id <> 0";
 
+const ATTRIBUTES_OF: &str =
+    "SELECT id, org, roles, jobs FROM users WHERE id = ANY($1::bigint[]) AND id <> 0";
+
 const COUNT_USERS: &str =
     "SELECT count(*) AS n FROM users WHERE id = ANY($1::bigint[]) AND id <> 0";
 
@@ -140,6 +143,26 @@ impl Store {
                 jobs: row.try_get("jobs")?,
             },
         }))
+    }
+
+    /// The attributes of each of `users` that exists.
+    pub async fn attributes_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, Attributes)>, StoreError> {
+        let rows = self.query(ATTRIBUTES_OF, &[&ids(users)]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    UserId(row.try_get("id")?),
+                    Attributes {
+                        org: row.try_get("org")?,
+                        roles: row.try_get("roles")?,
+                        jobs: row.try_get("jobs")?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// Users whose username starts with `prefix`, by username.
