@@ -302,7 +302,7 @@ impl Registry {
         let fut = async move {
             let mut found = Vec::new();
             for user in users {
-                if let Ok(mut list) = store
+                if let Ok((mut list, _)) = store
                     .list_conversations(user, &[], 1, None, Some(conv))
                     .await
                 {

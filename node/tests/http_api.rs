@@ -361,9 +361,15 @@ async fn groups_and_unread_arithmetic() {
         .map(|x| x["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, vec![d, g], "newest activity first");
+    let (_, first) = api
+        .get("/api/v1/conversations?limit=1", Some(&c.token))
+        .await
+        .unwrap();
+    assert_eq!(first["conversations"][0]["id"], d);
+    let cursor = first["next_before"].as_str().unwrap().to_string();
     let (_, page) = api
         .get(
-            &format!("/api/v1/conversations?limit=1&before={d}"),
+            &format!("/api/v1/conversations?limit=1&before={cursor}"),
             Some(&c.token),
         )
         .await
@@ -922,6 +928,66 @@ async fn a_burst_of_logins_is_bounded_and_refused_past_the_bound() {
             .any(|l| l.starts_with("chat_password_hashes_refused_total ") && !l.ends_with(" 0")),
         "counted"
     );
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn list_pages_hold_their_place_while_conversations_become_active() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let me = user(&api, "pager").await.unwrap();
+    let mut convs = Vec::new();
+    for name in ["peer-one", "peer-two", "peer-three"] {
+        let peer = user(&api, name).await.unwrap();
+        let conv = api.direct(&me.token, peer.id).await.unwrap();
+        api.send(&me.token, conv, &format!("hi-{name}"), "hi")
+            .await
+            .unwrap();
+        convs.push(conv);
+    }
+    let (p1, p2, p3) = (convs[0], convs[1], convs[2]);
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (_, first) = api
+        .get("/api/v1/conversations?limit=2", Some(&me.token))
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), vec![p3, p2]);
+    let cursor = first["next_before"].as_str().unwrap().to_string();
+    // The last conversation of the page becomes the newest meanwhile.
+    api.send(&me.token, p2, "again", "again").await.unwrap();
+    let (s, second) = api
+        .get(
+            &format!("/api/v1/conversations?limit=2&before={cursor}"),
+            Some(&me.token),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(
+        ids(&second),
+        vec![p1],
+        "continues below where the page ended"
+    );
+    assert!(second.get("next_before").is_none(), "{second}");
+    // A conversation id, or anything else, is not a cursor.
+    for bad in [p2.to_string(), "zz".to_string(), "1.2.3".to_string()] {
+        let (s, b) = api
+            .get(
+                &format!("/api/v1/conversations?before={bad}"),
+                Some(&me.token),
+            )
+            .await
+            .unwrap();
+        assert_eq!((s, code(&b)), (400, "bad_request"), "{bad}");
+    }
     drop(node);
     db.drop_now().await.unwrap();
 }

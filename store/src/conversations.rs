@@ -54,10 +54,11 @@ const LAST_MESSAGE: &str = "lm_";
 /// (its columns prefixed [`LAST_MESSAGE`]). The last message is looked for from the
 /// day of `last_seq` on; only where that finds none (the newest messages have expired,
 /// older important ones may not have) on every partition.
-/// `$5`: keyset cursor (a conversation id) or NULL; `$6`: limit; `$7`: one id or NULL.
+/// `$5`, `$8`: the keyset cursor (the last page's last `last_activity` and id, as it
+/// was when that page was read) or NULL; `$6`: limit; `$7`: one id or NULL.
 const LIST_CONVERSATIONS: &str = concat!(
     visible!(),
-    "SELECT v.id, v.kind, v.title, v.audience, v.last_seq, v.read_seq, ",
+    "SELECT v.id, v.kind, v.title, v.audience, v.last_seq, v.read_seq, v.last_activity, ",
     unread!(),
     " AS unread,
        CASE WHEN v.kind = 'broadcast' THEN NULL
@@ -79,12 +80,43 @@ const LIST_CONVERSATIONS: &str = concat!(
     retained!("x", "$3", "$4"),
     " ORDER BY x.seq DESC LIMIT 1)
        LIMIT 1) lm ON true
- WHERE ($5::bigint IS NULL
-        OR (v.last_activity, v.id) < (SELECT last_activity, id FROM conversations WHERE id = $5))
+ WHERE ($5::timestamptz IS NULL OR (v.last_activity, v.id) < ($5, $8::bigint))
    AND ($7::bigint IS NULL OR v.id = $7)
  ORDER BY v.last_activity DESC, v.id DESC
  LIMIT $6"
 );
+
+/// Where a page of the conversation list ended: the last conversation's activity and
+/// id as they were when the page was read. The next page starts below it, so a
+/// conversation that becomes active meanwhile moves to the top instead of making the
+/// pages skip or repeat entries. Clients hold it as an opaque string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    pub last_activity: chrono::DateTime<chrono::Utc>,
+    pub id: ConvId,
+}
+
+impl ListCursor {
+    /// The cursor as clients see it.
+    pub fn encode(&self) -> String {
+        format!(
+            "{:x}.{:x}",
+            self.last_activity.timestamp_micros(),
+            self.id.0
+        )
+    }
+
+    /// A cursor [`ListCursor::encode`] made, or `None`.
+    pub fn parse(text: &str) -> Option<ListCursor> {
+        let (micros, id) = text.split_once('.')?;
+        let micros = i64::from_str_radix(micros, 16).ok()?;
+        let id = i64::from_str_radix(id, 16).ok()?;
+        Some(ListCursor {
+            last_activity: chrono::DateTime::from_timestamp_micros(micros)?,
+            id: ConvId(id),
+        })
+    }
+}
 
 /// A conversation of a user and the last seq it held when it was read: what a client
 /// that syncs after this read has, at the least.
@@ -256,16 +288,17 @@ impl Store {
         )))
     }
 
-    /// The caller's conversations, newest activity first (keyset page after `before`),
-    /// or just `only` when given.
+    /// The caller's conversations, newest activity first (keyset page below `before`),
+    /// or just `only` when given; with the cursor of the next page when this one is
+    /// full.
     pub async fn list_conversations(
         &self,
         user: UserId,
         audiences: &[AudienceKey],
         limit: i64,
-        before: Option<ConvId>,
+        before: Option<ListCursor>,
         only: Option<ConvId>,
-    ) -> Result<Vec<Conversation>, StoreError> {
+    ) -> Result<(Vec<Conversation>, Option<ListCursor>), StoreError> {
         let c = self.cutoffs();
         let rows = self
             .query(
@@ -275,13 +308,22 @@ impl Store {
                     &audience_keys(audiences),
                     &c.normal,
                     &c.important,
-                    &before.map(|b| b.0),
+                    &before.map(|b| b.last_activity),
                     &limit,
                     &only.map(|o| o.0),
+                    &before.map(|b| b.id.0),
                 ],
             )
             .await?;
-        rows.iter()
+        let next = match rows.last() {
+            Some(r) if rows.len() as i64 == limit => Some(ListCursor {
+                last_activity: r.try_get("last_activity")?,
+                id: ConvId(r.try_get("id")?),
+            }),
+            _ => None,
+        };
+        let list = rows
+            .iter()
             .map(|r| {
                 let kind: String = r.try_get("kind")?;
                 let members: Option<Vec<i64>> = r.try_get("members")?;
@@ -301,7 +343,8 @@ impl Store {
                     last_message: message_prefixed(r, LAST_MESSAGE)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((list, next))
     }
 }
 
@@ -309,6 +352,19 @@ impl Store {
 mod tests {
     use super::*;
     use crate::rows::MESSAGE_COLUMNS;
+
+    #[test]
+    fn list_cursors_round_trip_and_refuse_anything_else() {
+        let c = ListCursor {
+            last_activity: chrono::DateTime::from_timestamp_micros(1_764_633_600_123_456)
+                .expect("a valid time"),
+            id: ConvId(42),
+        };
+        assert_eq!(ListCursor::parse(&c.encode()), Some(c));
+        for bad in ["", "42", "x.1", "1.", ".1", "1.2.3", "zz.zz"] {
+            assert_eq!(ListCursor::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn last_message_columns_carry_the_decoded_prefix() {

@@ -37,7 +37,7 @@ mod sync;
 mod upkeep;
 mod users;
 
-pub use conversations::{Held, Membership};
+pub use conversations::{Held, ListCursor, Membership};
 pub use cursors::ReadOutcome;
 pub use error::StoreError;
 pub use messages::{Appended, Batch, BatchOutcome, NewMessage};

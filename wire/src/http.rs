@@ -92,8 +92,8 @@ pub struct ListQuery {
     /// At most this many conversations (1..=100, default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// The id of the last conversation of the previous page.
-    pub before: Option<i64>,
+    /// `next_before` of the previous page (an opaque cursor).
+    pub before: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -101,6 +101,9 @@ pub struct ConversationList {
     /// Newest activity first.
     pub conversations: Vec<Conversation>,
     pub total_unread: i64,
+    /// The `before` of the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use chat_actors::messages::Joined;
 use chat_actors::service::SendCommand;
 use chat_bus::{Channel, Event};
-use chat_store::{Membership, NewMessage};
+use chat_store::{ListCursor, Membership, NewMessage};
 use chat_wire::http::{
     ConversationEnvelope, ConversationList, CreateConversation, History, HistoryQuery, ListQuery,
     ReadRequest, ReadResponse, SendRequest, SendResponse, SyncRequest, SyncResponse,
@@ -24,6 +24,7 @@ async fn view(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Convers
         .store()
         .list_conversations(caller.user.id, &caller.audiences, 1, None, Some(conv))
         .await?
+        .0
         .into_iter()
         .next()
         .ok_or_else(ApiError::conversation_not_found)
@@ -124,16 +125,16 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let limit = limit(q.limit, 50, 100)?;
+    let before = match q.before.as_deref() {
+        None => None,
+        Some(text) => Some(ListCursor::parse(text).ok_or_else(|| {
+            ApiError::bad_request("before must be the next_before of an earlier page")
+        })?),
+    };
     let caller = state.caller(user.0).await?;
-    let conversations = state
+    let (conversations, next) = state
         .store()
-        .list_conversations(
-            caller.user.id,
-            &caller.audiences,
-            limit,
-            q.before.map(ConvId),
-            None,
-        )
+        .list_conversations(caller.user.id, &caller.audiences, limit, before, None)
         .await?;
     let (total_unread, _) = state
         .store()
@@ -142,6 +143,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(ConversationList {
         conversations,
         total_unread,
+        next_before: next.map(|c| c.encode()),
     }))
 }
 
