@@ -4,7 +4,6 @@
 
 use chat_chaos::Chatter;
 use chat_testkit::{Api, Endpoint, Haproxy, Node, NodeOptions, RedisServer, TestDb, WsClient};
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -344,7 +343,26 @@ async fn chat_through_haproxy_reaches_a_user_on_another_node() {
     // A bad token through HAProxy is refused at the handshake.
     let r = WsClient::connect(&format!("{lb_ws}/ws?token=nope")).await;
     assert!(r.is_err());
-    let _ = json!({});
+    // The token may travel in a header instead of the URL.
+    let tb2 = cb.token.clone();
+    let mut wb = WsClient::connect_bearer(&format!("{lb_ws}/ws"), &tb2)
+        .await
+        .unwrap();
+    let hello = wb.expect("hello", T).await.unwrap();
+    assert_eq!(hello["user"], b);
+    // HAProxy logged the handshakes, never a token.
+    let deadline = Instant::now() + T;
+    while !lb.log_text().contains("/ws") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = lb.log_text();
+    assert!(log.contains("GET /ws"), "handshakes are logged: {log}");
+    for secret in [ca.token.as_str(), tb2.as_str(), "token="] {
+        assert!(
+            !log.contains(secret),
+            "a token reached HAProxy's log: {log}"
+        );
+    }
     lb.stop().await.unwrap();
     drop(nodes);
     db.drop_now().await.unwrap();

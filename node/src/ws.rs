@@ -1,4 +1,4 @@
-//! `GET /ws?token=…`: checks the token, origin and connection limit at the handshake,
+//! `GET /ws?token=…` (or `Authorization: Bearer …`): checks the token, origin and connection limit at the handshake,
 //! then hands the socket to a Session actor.
 
 use crate::error::ApiError;
@@ -71,9 +71,16 @@ pub async fn upgrade(
             return Err(ApiError::forbidden("origin not allowed"));
         }
     }
-    let token = query
-        .into_inner()
-        .token
+    // A header keeps the token out of URLs (and so out of proxies' logs) where the
+    // client can set one; browsers cannot, and use `?token=`.
+    let bearer = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let token = bearer
+        .or(query.into_inner().token)
         .ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let verified = state
         .tokens

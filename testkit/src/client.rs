@@ -256,12 +256,28 @@ impl WsClient {
     }
 
     pub async fn connect_with(url: &str, origin: Option<&str>) -> Result<WsClient> {
+        Self::connect_headers(url, origin, None).await
+    }
+
+    /// Connects with the token in an `Authorization: Bearer` header instead of the URL.
+    pub async fn connect_bearer(url: &str, token: &str) -> Result<WsClient> {
+        Self::connect_headers(url, None, Some(token)).await
+    }
+
+    async fn connect_headers(
+        url: &str,
+        origin: Option<&str>,
+        bearer: Option<&str>,
+    ) -> Result<WsClient> {
         let client = awc::Client::builder()
             .timeout(Duration::from_secs(10))
             .finish();
         let mut req = client.ws(url).max_frame_size(64 << 20);
         if let Some(o) = origin {
             req = req.origin(o);
+        }
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
         }
         match req.connect().await {
             Ok((_, framed)) => Ok(WsClient { framed }),

@@ -369,6 +369,8 @@ impl RedisServer {
 /// HAProxy in front of nodes, with the project's config rewritten for their ports.
 pub struct Haproxy {
     pub port: u16,
+    /// Where its log (the config's `log stdout`) goes.
+    pub log: PathBuf,
     child: Option<Child>,
 }
 
@@ -409,16 +411,19 @@ impl Haproxy {
         }
         let cfg = log_dir().join(format!("haproxy-{port}.cfg"));
         std::fs::write(&cfg, out)?;
+        let log = log_dir().join(format!("haproxy-{port}.log"));
+        let file = std::fs::File::create(&log)?;
         let child = Command::new("haproxy")
             .arg("-f")
             .arg(&cfg)
             .arg("-db")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
             .kill_on_drop(true)
             .spawn()?;
         let hp = Haproxy {
             port,
+            log,
             child: Some(child),
         };
         wait_port(port, "haproxy", Duration::from_secs(10)).await?;
@@ -427,6 +432,11 @@ impl Haproxy {
 
     pub async fn stop(&mut self) -> Result<()> {
         stop_child(&mut self.child).await
+    }
+
+    /// What HAProxy logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
