@@ -152,6 +152,9 @@ pub trait Bus: Send + Sync + 'static {
     /// force (Redis has acknowledged it): from then on no event of those channels is
     /// missed. While the bus is down, that is after it has resubscribed.
     fn confirm(&self, done: tokio::sync::oneshot::Sender<()>);
+    /// Answers on `done` once every event published before this call has been handed
+    /// to Redis (or told as dropped): a draining node waits for it before it exits.
+    fn flush(&self, done: tokio::sync::oneshot::Sender<()>);
     /// Whether the bus is connected (for `/readyz`).
     fn is_up(&self) -> bool;
 }

@@ -14,6 +14,9 @@ impl Bus for LocalBus {
     fn confirm(&self, done: tokio::sync::oneshot::Sender<()>) {
         let _ = done.send(());
     }
+    fn flush(&self, done: tokio::sync::oneshot::Sender<()>) {
+        let _ = done.send(());
+    }
     fn is_up(&self) -> bool {
         true
     }

@@ -107,6 +107,14 @@ impl DropLog {
     }
 }
 
+/// What the publisher task takes, in order.
+enum Out {
+    /// A channel's Redis name and the event's payload.
+    Event(String, String),
+    /// Answer once everything before has gone out (or been told as dropped).
+    Flush(oneshot::Sender<()>),
+}
+
 enum Command {
     Subscribe(Channel),
     Unsubscribe(Channel),
@@ -117,7 +125,7 @@ enum Command {
 /// Redis pub/sub bus (`bus.kind = "redis"`).
 pub struct RedisBus {
     origin: String,
-    publish_tx: mpsc::Sender<(String, String)>,
+    publish_tx: mpsc::Sender<Out>,
     command_tx: mpsc::UnboundedSender<Command>,
     up: Arc<AtomicBool>,
     drops: Arc<DropLog>,
@@ -168,9 +176,13 @@ impl Bus for RedisBus {
         let Ok(payload) = serde_json::to_string(&envelope) else {
             return;
         };
-        if let Err(e) = self.publish_tx.try_send((channel.name(), payload)) {
-            let (name, _) = e.into_inner();
-            self.drops.record([name]);
+        if let Err(e) = self
+            .publish_tx
+            .try_send(Out::Event(channel.name(), payload))
+        {
+            if let Out::Event(name, _) = e.into_inner() {
+                self.drops.record([name]);
+            }
         }
     }
 
@@ -186,6 +198,12 @@ impl Bus for RedisBus {
         let _ = self.command_tx.send(Command::Confirm(done));
     }
 
+    fn flush(&self, done: oneshot::Sender<()>) {
+        // Behind every queued event; a full queue cannot take it, and then the
+        // drain's own bound ends the wait.
+        let _ = self.publish_tx.try_send(Out::Flush(done));
+    }
+
     fn is_up(&self) -> bool {
         self.up.load(Ordering::SeqCst)
     }
@@ -194,21 +212,30 @@ impl Bus for RedisBus {
 async fn publisher(
     client: redis::Client,
     origin: String,
-    mut rx: mpsc::Receiver<(String, String)>,
+    mut rx: mpsc::Receiver<Out>,
     log: Arc<DropLog>,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    // Channels of the pipeline in flight, to tell as dropped if it fails.
+    let mut sent: Vec<String> = Vec::with_capacity(PUBLISH_BATCH);
     // What queued while Redis could not be reached is dropped, and told, rather than
     // published late: the nodes that missed it have their sessions sync it, and a
     // burst of stale pushes after an outage would only swamp them.
-    let drop_queued = |rx: &mut mpsc::Receiver<(String, String)>| {
+    let drop_queued = |rx: &mut mpsc::Receiver<Out>| {
         let mut lost = Vec::new();
-        while let Ok((channel, _)) = rx.try_recv() {
-            lost.push(channel);
+        let mut flushes = Vec::new();
+        while let Ok(out) = rx.try_recv() {
+            match out {
+                Out::Event(channel, _) => lost.push(channel),
+                Out::Flush(done) => flushes.push(done),
+            }
         }
         if !lost.is_empty() {
             log.record(lost);
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
     };
     let mut failed = false;
@@ -250,18 +277,37 @@ async fn publisher(
             if let Some(notice) = &notice {
                 pipe.cmd("PUBLISH").arg(NODES_CHANNEL).arg(notice).ignore();
             }
-            for (channel, payload) in &batch {
-                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            let mut flushes = Vec::new();
+            let mut n = 0;
+            for out in batch.drain(..) {
+                match out {
+                    Out::Event(channel, payload) => {
+                        pipe.cmd("PUBLISH").arg(&channel).arg(payload).ignore();
+                        sent.push(channel);
+                        n += 1;
+                    }
+                    Out::Flush(done) => flushes.push(done),
+                }
             }
-            let r: Result<(), _> = pipe.query_async(&mut conn).await;
-            let n = batch.len() as u64;
+            let r: Result<(), _> = if n > 0 || notice.is_some() {
+                pipe.query_async(&mut conn).await
+            } else {
+                Ok(())
+            };
+            // Answered after the events before them, however the pipeline went.
+            let answer_flushes = |flushes: Vec<oneshot::Sender<()>>| {
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            };
             match r {
                 Ok(()) => {
                     metrics::counter!(crate::metrics::PUBLISHES_TOTAL).increment(n);
                     if notice.is_some() {
                         metrics::counter!(crate::metrics::DROP_NOTICES_SENT_TOTAL).increment(1);
                     }
-                    batch.clear();
+                    sent.clear();
+                    answer_flushes(flushes);
                 }
                 Err(e) => {
                     // Redis may have carried part of the pipeline: the whole of it is
@@ -269,8 +315,9 @@ async fn publisher(
                     // loses pushes for good).
                     tracing::warn!(error = %e, events = n, "bus publish failed");
                     log.put_back(drops);
-                    log.record(batch.drain(..).map(|(channel, _)| channel));
+                    log.record(sent.drain(..));
                     failed = true;
+                    answer_flushes(flushes);
                     break;
                 }
             }

@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const FAST_RETENTION: [(&str, &str); 3] = [
+const FAST_RETENTION: [(&str, &str); 4] = [
     ("CHAT__RETENTION__NORMAL_TTL", "3s"),
+    ("CHAT__RETENTION__DEDUPE_WINDOW", "3s"),
     ("CHAT__RETENTION__PARTITION_INTERVAL", "1s"),
     ("CHAT__RETENTION__UPKEEP_INTERVAL", "250ms"),
 ];

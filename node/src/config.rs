@@ -303,6 +303,19 @@ impl Settings {
         if self.retention.upkeep_interval < Duration::from_millis(100) {
             return fail("retention.upkeep_interval", "must be at least 100ms");
         }
+        // A resend found by its cid must be a message still retained: an expired one
+        // would be acked with a seq nobody can read, and stored again once its
+        // partition is dropped.
+        let shortest_ttl = match self.retention.important_ttl {
+            Some(i) => i.min(self.retention.normal_ttl),
+            None => self.retention.normal_ttl,
+        };
+        if self.retention.dedupe_window > shortest_ttl {
+            return fail(
+                "retention.dedupe_window",
+                "must not exceed retention.normal_ttl or retention.important_ttl",
+            );
+        }
         if self.api.service_keys.iter().any(|k| k.len() < 8) {
             return fail("api.service_keys", "each key must be at least 8 bytes");
         }
@@ -339,6 +352,26 @@ mod tests {
         let err =
             Settings::with_overrides(&[("auth.jwt_secret", "short")]).expect_err("short secret");
         assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn the_dedupe_window_stays_inside_retention() {
+        let secret = ("auth.jwt_secret", "0123456789abcdef0123");
+        for (key, ttl) in [
+            ("retention.normal_ttl", "12h"),
+            ("retention.important_ttl", "2h"),
+        ] {
+            let err = Settings::with_overrides(&[secret, (key, ttl)])
+                .expect_err("a window longer than a TTL");
+            assert!(err.to_string().contains("retention.dedupe_window"), "{err}");
+        }
+        let ok = Settings::with_overrides(&[
+            secret,
+            ("retention.normal_ttl", "12h"),
+            ("retention.dedupe_window", "12h"),
+        ])
+        .expect("a window as long as the TTL");
+        assert_eq!(ok.retention.dedupe_window, Duration::from_secs(12 * 3600));
     }
 
     #[test]

@@ -247,6 +247,7 @@ impl ChatNode {
         let session_cfg = ws::session_config(&settings);
         let max_body = settings.limits.max_body_bytes;
         let registry = state.chat.registry.clone();
+        let bus = state.chat.bus.clone();
         let worker_registry = registry.clone();
         let draining = state.draining.clone();
         let data = web::Data::new(state);
@@ -317,6 +318,13 @@ impl ChatNode {
         });
         let result = server.await;
         drain.abort();
+        // Events queued by the last sends go out before the process does (bounded: a
+        // bus that cannot take them has told them as dropped, or never will).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        bus.flush(tx);
+        if tokio::time::timeout(BUS_FLUSH_LIMIT, rx).await.is_err() {
+            tracing::warn!("drain: bus events still queued at exit");
+        }
         for task in tasks {
             task.abort();
         }
@@ -327,6 +335,9 @@ impl ChatNode {
         Ok(result?)
     }
 }
+
+/// Longest a stopping node waits for its queued bus events to go out.
+const BUS_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 /// Longest the drain keeps answering 503 on `/readyz` after the last socket closed.
 pub const DRAIN_LINGER: Duration = Duration::from_millis(2500);
