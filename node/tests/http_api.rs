@@ -991,3 +991,58 @@ async fn list_pages_hold_their_place_while_conversations_become_active() {
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn an_audience_conversation_without_a_notice_is_not_listed() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let (s, b) = api
+        .post(
+            "/api/v1/users",
+            Some(SERVICE_KEY),
+            &json!({"external_id": "ext-reader", "username": "reader", "attributes": {"org": "9"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{b}");
+    let id = b["user_id"].as_i64().unwrap();
+    let token = mint(&id.to_string(), now(), now() + 600).unwrap();
+    // What a broadcast whose send failed leaves behind: the audience's conversation,
+    // with no notice in it.
+    db.client()
+        .await
+        .unwrap()
+        .execute(
+            "INSERT INTO conversations (kind, audience, title, created_by)
+             VALUES ('broadcast', 'org/9', 'org/9', 0)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (s, list) = api
+        .get("/api/v1/conversations", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(list["conversations"], json!([]), "{list}");
+    // Once a notice is in it, it shows.
+    let (s, sent) = api
+        .post(
+            "/api/v1/broadcasts",
+            Some(SERVICE_KEY),
+            &json!({"audience": "org/9", "body": "hello org 9", "cid": "n-1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201, "{sent}");
+    let (_, list) = api
+        .get("/api/v1/conversations", Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(
+        list["conversations"][0]["id"], sent["conversation_id"],
+        "{list}"
+    );
+    drop(node);
+    db.drop_now().await.unwrap();
+}

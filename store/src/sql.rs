@@ -44,6 +44,9 @@ macro_rules! visible {
               FROM conversations c
               LEFT JOIN members m ON m.conv = c.id AND m.user_id = $1
              WHERE c.kind = 'broadcast' AND c.audience = ANY($2::text[])
+               -- An audience's conversation shows once it holds a notice (a broadcast
+               -- whose send failed leaves it empty).
+               AND c.last_seq > 0
         ) "
     };
 }
