@@ -43,6 +43,8 @@ pub struct Chat {
     pub directory: Directory,
     /// Longest message body, in bytes (`limits.max_message_bytes`).
     pub max_message_bytes: usize,
+    /// Message bodies in one sync answer (`limits.max_sync_bytes`).
+    pub max_sync_bytes: usize,
 }
 
 /// How often a send is retried against a Conversation actor that stopped meanwhile.
@@ -163,7 +165,11 @@ impl Chat {
             })?;
             parsed.insert(ConvId(id), Seq(*v));
         }
-        Ok(self.store.sync(user, audiences, &parsed, limit).await?)
+        let max_bytes = i64::try_from(self.max_sync_bytes).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .sync(user, audiences, &parsed, limit, max_bytes)
+            .await?)
     }
 
     /// Tells the other online members that `user` is typing. Never stored.

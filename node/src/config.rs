@@ -128,6 +128,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_frame_bytes: usize,
     pub max_message_bytes: usize,
+    pub max_sync_bytes: usize,
     pub sends_per_sec: u32,
     pub max_connections_per_user: usize,
     pub outbound_queue: usize,

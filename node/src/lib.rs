@@ -218,6 +218,7 @@ impl ChatNode {
                 bus,
                 directory,
                 max_message_bytes: settings.limits.max_message_bytes,
+                max_sync_bytes: settings.limits.max_sync_bytes,
             },
             metrics,
             draining: Arc::new(AtomicBool::new(false)),

@@ -1046,3 +1046,65 @@ async fn an_audience_conversation_without_a_notice_is_not_listed() {
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_sync_answer_is_bounded_in_bytes_by_whole_conversations() {
+    let (db, node) = node_with(&[("CHAT__LIMITS__MAX_SYNC_BYTES", "25000")]).await;
+    let api = node.api();
+    let me = user(&api, "big-syncer").await.unwrap();
+    let body = "x".repeat(10_000);
+    let mut convs = Vec::new();
+    for i in 0..5 {
+        let peer = user(&api, &format!("big-peer-{i}")).await.unwrap();
+        let conv = api.direct(&me.token, peer.id).await.unwrap();
+        for j in 0..3 {
+            let (s, _) = api
+                .send(&peer.token, conv, &format!("b-{i}-{j}"), &body)
+                .await
+                .unwrap();
+            assert_eq!(s, 201);
+        }
+        convs.push(conv);
+    }
+    let mut cursors: BTreeMap<String, i64> = BTreeMap::new();
+    let mut got: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for round in 0..20 {
+        let (s, r) = api
+            .post(
+                "/api/v1/sync",
+                Some(&me.token),
+                &json!({"cursors": cursors}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "{r}");
+        let answer = r["conversations"].as_array().unwrap();
+        // One conversation's worth past the bound at most: 25,000 + 30,000.
+        let bytes: usize = answer
+            .iter()
+            .flat_map(|c| c["messages"].as_array().unwrap())
+            .map(|m| m["body"].as_str().unwrap().len())
+            .sum();
+        assert!(bytes <= 55_000, "round {round}: {bytes} bytes");
+        for c in answer {
+            let id = c["id"].as_i64().unwrap();
+            let seqs: Vec<i64> = c["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["seq"].as_i64().unwrap())
+                .collect();
+            // Never a cut conversation: every one comes with all it has.
+            assert_eq!(seqs, vec![1, 2, 3], "round {round}, conversation {id}");
+            got.entry(id).or_default().extend(&seqs);
+            cursors.insert(id.to_string(), 3);
+        }
+        if r["more"] != json!(true) {
+            break;
+        }
+    }
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), convs);
+    assert!(got.values().all(|s| s == &vec![1, 2, 3]), "{got:?}");
+    drop(node);
+    db.drop_now().await.unwrap();
+}

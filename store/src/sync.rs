@@ -31,27 +31,43 @@ SELECT v.id, v.last_seq, v.read_seq, ",
 );
 
 /// Up to `$5` retained messages after each cursor (`$1` ids, `$2` cursors), on the
-/// partitions from `$6` on (the day of the oldest cursor: see `conversation_days`).
+/// partitions from `$6` on (the day of the oldest cursor: see `conversation_days`),
+/// whole conversations in id order while the bodies before them stay under `$7`
+/// bytes (the first always comes). `cut_at`: the first conversation left out, on
+/// every row, or NULL when none was.
 const SYNC_MESSAGES: &str = concat!(
     "SELECT ",
-    message_columns!("x"),
-    " FROM unnest($1::bigint[], $2::bigint[]) AS t(conv, after)
-  CROSS JOIN LATERAL (
-       SELECT * FROM messages x
-        WHERE x.conv = t.conv AND x.seq > t.after AND x.created_at >= $6 AND ",
+    message_columns!("y"),
+    ", y.cut_at FROM (
+  SELECT x.*, min(CASE WHEN x.before_conv >= $7 THEN x.conv END) OVER () AS cut_at
+    FROM (
+      SELECT x.*,
+             sum(octet_length(x.body)) OVER (ORDER BY x.conv, x.seq)
+               - sum(octet_length(x.body)) OVER (PARTITION BY x.conv ORDER BY x.seq)
+               AS before_conv
+        FROM unnest($1::bigint[], $2::bigint[]) AS t(conv, after)
+       CROSS JOIN LATERAL (
+             SELECT * FROM messages x
+              WHERE x.conv = t.conv AND x.seq > t.after AND x.created_at >= $6 AND ",
     retained!("x", "$3", "$4"),
-    " ORDER BY x.seq LIMIT $5) x
- ORDER BY x.conv, x.seq"
+    " ORDER BY x.seq LIMIT $5) x) x) y
+ WHERE y.before_conv < $7
+ ORDER BY y.conv, y.seq"
 );
 
 impl Store {
-    /// Every visible conversation past its cursor, with up to `limit` messages each.
+    /// Every visible conversation past its cursor, with up to `limit` messages each,
+    /// while the message bodies stay within `max_bytes`: a conversation that would
+    /// go past it is left for the next round (`more`), whole, so that a client's rules
+    /// for a short or empty conversation never misread a cut one. The first
+    /// conversation always comes.
     pub async fn sync(
         &self,
         user: UserId,
         audiences: &[AudienceKey],
         cursors: &BTreeMap<ConvId, Seq>,
         limit: i64,
+        max_bytes: i64,
     ) -> Result<SyncResponse, StoreError> {
         let c = self.cutoffs();
         let client = self.pool().get().await?;
@@ -100,13 +116,27 @@ impl Store {
             let rows = client
                 .query(
                     &stmt,
-                    &[&ids, &afters, &c.normal, &c.important, &(limit + 1), &since],
+                    &[
+                        &ids,
+                        &afters,
+                        &c.normal,
+                        &c.important,
+                        &(limit + 1),
+                        &since,
+                        &max_bytes,
+                    ],
                 )
                 .await?;
             let mut by_conv: HashMap<i64, Vec<Message>> = HashMap::new();
+            let mut cut_at: Option<i64> = None;
             for r in &rows {
+                cut_at = r.try_get("cut_at")?;
                 let m = message(r)?;
                 by_conv.entry(m.conv.0).or_default().push(m);
+            }
+            if let Some(cut) = cut_at {
+                convs.retain(|c| c.id.0 < cut);
+                more = true;
             }
             for conv in &mut convs {
                 let mut msgs = by_conv.remove(&conv.id.0).unwrap_or_default();
