@@ -162,6 +162,11 @@ impl Bucket {
         }
     }
 
+    /// When a token was last taken (or the bucket made).
+    pub fn last_used(&self) -> Instant {
+        self.at
+    }
+
     /// Takes one token at `now`, if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
         self.tokens = (self.tokens

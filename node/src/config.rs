@@ -130,6 +130,7 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_sync_bytes: usize,
     pub sends_per_sec: u32,
+    pub http_writes_per_sec: u32,
     pub max_connections_per_user: usize,
     pub outbound_queue: usize,
     pub max_group_members: usize,
@@ -291,6 +292,9 @@ impl Settings {
         }
         if self.limits.sends_per_sec == 0 {
             return fail("limits.sends_per_sec", "must be at least 1");
+        }
+        if self.limits.http_writes_per_sec == 0 {
+            return fail("limits.http_writes_per_sec", "must be at least 1");
         }
         if self.limits.outbound_queue == 0 {
             return fail("limits.outbound_queue", "must be at least 1");

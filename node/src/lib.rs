@@ -222,6 +222,9 @@ impl ChatNode {
             },
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
+            writes: Arc::new(state::WriteLimiter::new(
+                settings.limits.http_writes_per_sec,
+            )),
         };
         Ok(ChatNode {
             settings,

@@ -4,11 +4,14 @@ use crate::auth::Tokens;
 use crate::config::Settings;
 use crate::error::ApiError;
 use chat_actors::registry::Registry;
+use chat_actors::session::Bucket;
 use chat_actors::Chat;
 use chat_store::{Store, UserRecord};
 use chat_wire::{AudienceKey, UserId};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Shared by all workers: cheap to clone.
 #[derive(Clone)]
@@ -19,6 +22,50 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Set when a drain begins: `/readyz` answers 503 and `/ws` refuses new sockets.
     pub draining: Arc<AtomicBool>,
+    /// Users' writes over HTTP (sends, reads, new conversations), per second.
+    pub writes: Arc<WriteLimiter>,
+}
+
+/// A token bucket per user for writes over HTTP, at `limits.http_writes_per_sec`: a
+/// user with a token cannot write without bound through HTTP any more than through a
+/// socket. Service calls are not limited (the company's backend).
+pub struct WriteLimiter {
+    rate: u32,
+    buckets: Mutex<HashMap<UserId, Bucket>>,
+}
+
+/// Buckets idle this long are full again, and forgotten when the map is swept.
+const IDLE_BUCKET: Duration = Duration::from_secs(10);
+/// The map is swept when it grows past this many users.
+const SWEEP_AT: usize = 10_000;
+
+impl WriteLimiter {
+    pub fn new(rate: u32) -> Self {
+        WriteLimiter {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One write of `user`, or `rate_limited`.
+    pub fn check(&self, user: UserId) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= SWEEP_AT {
+            map.retain(|_, b| now.saturating_duration_since(b.last_used()) < IDLE_BUCKET);
+        }
+        let ok = map
+            .entry(user)
+            .or_insert_with(|| Bucket::new(self.rate, now))
+            .take(now);
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::rate_limited(
+                "too many writes; slow down (limits.sends_per_sec)",
+            ))
+        }
+    }
 }
 
 /// The caller's record and the broadcast audiences it belongs to right now.

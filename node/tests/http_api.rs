@@ -1108,3 +1108,49 @@ async fn a_sync_answer_is_bounded_in_bytes_by_whole_conversations() {
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn http_writes_are_rate_limited_per_user_and_groups_need_another_member() {
+    let (db, node) = node_with(&[("CHAT__LIMITS__HTTP_WRITES_PER_SEC", "5")]).await;
+    let api = node.api();
+    let a = user(&api, "writer-a").await.unwrap();
+    let b = user(&api, "writer-b").await.unwrap();
+    // A group of the creator alone is refused (and counts as a write).
+    let (s, e) = api
+        .post(
+            "/api/v1/conversations",
+            Some(&a.token),
+            &json!({"kind": "group", "title": "just me", "members": [a.id]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s, code(&e)), (400, "bad_request"), "{e}");
+    let conv = api.direct(&a.token, b.id).await.unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let (s, body) = api
+            .send(&a.token, conv, &format!("w-{i}"), "x")
+            .await
+            .unwrap();
+        if s == 429 {
+            assert_eq!(code(&body), "rate_limited");
+        }
+        statuses.push(s);
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited >= 5, "{statuses:?}");
+    assert_eq!(
+        rows(&db, conv).await.unwrap(),
+        statuses.iter().filter(|s| **s == 201).count() as i64,
+        "a refused send stores nothing"
+    );
+    // Another user has a bucket of their own.
+    let (s, _) = api.send(&b.token, conv, "b-1", "y").await.unwrap();
+    assert_eq!(s, 201);
+    // And the bucket refills.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (s, _) = api.send(&a.token, conv, "w-late", "x").await.unwrap();
+    assert_eq!(s, 201);
+    drop(node);
+    db.drop_now().await.unwrap();
+}

@@ -206,6 +206,8 @@ impl Node {
             .env("CHAT__API__SERVICE_KEYS", SERVICE_KEY)
             .env("CHAT__SERVER__WORKERS", "2")
             .env("CHAT__DATABASE__POOL_SIZE", "8")
+            // Tests write over HTTP in bursts; the limit's own test sets it low.
+            .env("CHAT__LIMITS__HTTP_WRITES_PER_SEC", "100000")
             .env("CHAT__LOG__LEVEL", "info")
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(file.try_clone()?))

@@ -50,12 +50,13 @@ fn announce_join(state: &AppState, conv: ConvId, members: Vec<UserId>) {
     security(("bearer" = [])), request_body = CreateConversation,
     responses((status = 201, body = ConversationEnvelope), (status = 200, body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
     body: web::Json<CreateConversation>,
 ) -> Result<HttpResponse, ApiError> {
+    state.writes.check(user.0)?;
     let caller = state.caller(user.0).await?;
     let me = caller.user.id;
     let (conv, created) = match body.into_inner() {
@@ -85,6 +86,11 @@ pub async fn create(
             let mut others: Vec<UserId> = members.into_iter().filter(|m| *m != me).collect();
             others.sort_unstable();
             others.dedup();
+            if others.is_empty() {
+                return Err(ApiError::bad_request(
+                    "a group needs at least one member besides its creator",
+                ));
+            }
             if others.len() + 1 > state.settings.limits.max_group_members {
                 return Err(ApiError::bad_request(format!(
                     "a group has at most {} members",
@@ -196,13 +202,14 @@ pub async fn history(
     params(("id" = i64, Path, description = "Conversation id")),
     responses((status = 201, body = SendResponse), (status = 200, body = SendResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn send(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<i64>,
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    state.writes.check(user.0)?;
     let cmd = SendCommand {
         conv: ConvId(path.into_inner()),
         session: None,
@@ -229,13 +236,14 @@ pub async fn send(
     params(("id" = i64, Path, description = "Conversation id")),
     responses((status = 200, body = ReadResponse), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn read(
     state: web::Data<AppState>,
     user: AuthUser,
     path: web::Path<i64>,
     body: web::Json<ReadRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    state.writes.check(user.0)?;
     let conv = ConvId(path.into_inner());
     let caller = state.caller(user.0).await?;
     let r = state

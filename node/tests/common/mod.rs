@@ -49,6 +49,8 @@ pub async fn node_with(settings: &[(&str, &str)]) -> (TestDb, LocalNode) {
         ("server.workers", "2"),
         ("database.pool_size", "8"),
         ("bus.kind", "local"),
+        // Tests write over HTTP in bursts; the limit's own test sets it low.
+        ("limits.http_writes_per_sec", "100000"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
