@@ -11,7 +11,7 @@
 
 use crate::messages::{SessionId, SlowConsumer};
 use crate::metrics as m;
-use crate::session::{Outbound, Session};
+use crate::session::{OutQueue, Outbound, Session};
 use actix::Addr;
 use bytestring::ByteString;
 use chat_wire::{AudienceKey, UserId};
@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 struct Pusher {
     id: SessionId,
     addr: Addr<Session>,
-    out: mpsc::Sender<Outbound>,
+    out: OutQueue,
 }
 
 impl Pusher {
@@ -69,13 +69,7 @@ impl Directory {
     }
 
     /// A session of `user` is open here; pushes go to its queue `out`.
-    pub fn attach(
-        &self,
-        user: UserId,
-        id: SessionId,
-        addr: Addr<Session>,
-        out: mpsc::Sender<Outbound>,
-    ) {
+    pub fn attach(&self, user: UserId, id: SessionId, addr: Addr<Session>, out: OutQueue) {
         self.write()
             .sessions
             .entry(user)

@@ -3,13 +3,13 @@
 use crate::conversation::Conversation;
 use crate::error::ChatError;
 use crate::service::{Accepted, SendCommand};
-use crate::session::{Outbound, Session};
+use crate::session::{OutQueue, Session};
 use actix::prelude::*;
 use chat_bus::{BusNotice, Event};
 use chat_store::Held;
 use chat_wire::{AudienceKey, CloseCode, ConvId, Seq, UserId};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// A connection's id, unique within this node's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,7 +44,7 @@ pub struct Attach {
     pub user: UserId,
     pub addr: Addr<Session>,
     /// The session's outbound queue, which pushes are written to directly.
-    pub out: mpsc::Sender<Outbound>,
+    pub out: OutQueue,
     /// Direct and group conversations of the user (bus interest), each with the last
     /// seq it held at the handshake (where pushes to this user must start).
     pub conversations: Vec<Held>,

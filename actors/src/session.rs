@@ -18,6 +18,7 @@ use bytestring::ByteString;
 use chat_store::{Held, NewMessage};
 use chat_wire::{AudienceKey, ClientFrame, CloseCode, ErrorCode, ServerFrame, UserId, MAX_CID_LEN};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +34,7 @@ pub struct SessionConfig {
     pub heartbeat: Duration,
     pub sends_per_sec: u32,
     pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
 }
 
 /// What the writer task writes.
@@ -41,6 +43,72 @@ pub enum Outbound {
     Text(ByteString),
     Pong(bytes::Bytes),
     Close(CloseReason),
+}
+
+/// The sending side of a socket's outbound queue, bounded in frames (the channel's
+/// capacity, `limits.outbound_queue`) and in bytes of text queued
+/// (`limits.outbound_queue_bytes`): a client that stops reading holds at most that
+/// much of the node's memory, however large its frames. A frame larger than the byte
+/// bound still goes into an empty queue. Clones share the bound.
+#[derive(Clone, Debug)]
+pub struct OutQueue {
+    tx: mpsc::Sender<Outbound>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The writer's side of an [`OutQueue`].
+pub struct OutReceiver {
+    rx: mpsc::Receiver<Outbound>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Outbound {
+    fn bytes(&self) -> usize {
+        match self {
+            Outbound::Text(t) => t.len(),
+            Outbound::Pong(p) => p.len(),
+            Outbound::Close(_) => 0,
+        }
+    }
+}
+
+impl OutQueue {
+    /// A queue of at most `frames` frames and `max_bytes` bytes.
+    pub fn new(frames: usize, max_bytes: usize) -> (OutQueue, OutReceiver) {
+        let (tx, rx) = mpsc::channel(frames.max(1));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        (
+            OutQueue {
+                tx,
+                bytes: bytes.clone(),
+                max_bytes,
+            },
+            OutReceiver { rx, bytes },
+        )
+    }
+
+    /// Queues `out`, or hands it back when the queue is full (in frames or bytes) or
+    /// closed.
+    pub fn try_send(&self, out: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
+        let n = out.bytes();
+        let before = self.bytes.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.max_bytes {
+            self.bytes.fetch_sub(n, Ordering::AcqRel);
+            return Err(mpsc::error::TrySendError::Full(out));
+        }
+        self.tx.try_send(out).inspect_err(|_| {
+            self.bytes.fetch_sub(n, Ordering::AcqRel);
+        })
+    }
+}
+
+impl OutReceiver {
+    async fn recv(&mut self) -> Option<Outbound> {
+        let out = self.rx.recv().await?;
+        self.bytes.fetch_sub(out.bytes(), Ordering::AcqRel);
+        Some(out)
+    }
 }
 
 /// A close frame of the contract.
@@ -78,7 +146,7 @@ impl Socket for actix_ws::Session {
 /// `kill` (slow consumer) skips the queue.
 pub async fn writer<S: Socket>(
     mut ws: S,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: OutReceiver,
     mut kill: oneshot::Receiver<CloseReason>,
 ) {
     // The kill switch stays armed until it fires or its sender is dropped (the actor
@@ -192,7 +260,7 @@ pub struct Session {
     audiences: Arc<Vec<AudienceKey>>,
     /// Handed to the registry at start (bus interest), then dropped.
     initial_conversations: Vec<Held>,
-    out: mpsc::Sender<Outbound>,
+    out: OutQueue,
     kill: Option<oneshot::Sender<CloseReason>>,
     last_heard: Instant,
     token_expires: Instant,
@@ -215,7 +283,7 @@ pub struct SessionParts {
     pub cfg: Arc<SessionConfig>,
     pub audiences: Vec<AudienceKey>,
     pub conversations: Vec<Held>,
-    pub out: mpsc::Sender<Outbound>,
+    pub out: OutQueue,
     pub kill: oneshot::Sender<CloseReason>,
     pub token_expires: Instant,
 }
@@ -619,10 +687,29 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_secs(5);
 
+    #[test]
+    fn the_queue_is_bounded_in_bytes_as_in_frames() {
+        let (q, mut rx) = OutQueue::new(100, 10);
+        q.try_send(text("0123456789abc"))
+            .expect("a big frame fits an empty queue");
+        assert!(matches!(
+            q.try_send(text("x")),
+            Err(mpsc::error::TrySendError::Full(_))
+        ));
+        let first = futures_util::FutureExt::now_or_never(rx.recv()).flatten();
+        assert_eq!(first, Some(text("0123456789abc")));
+        q.try_send(text("01234")).expect("room again");
+        q.try_send(text("56789")).expect("up to the bound");
+        assert!(q.try_send(text("!")).is_err(), "past the bound");
+        let (q, _rx) = OutQueue::new(1, 1 << 20);
+        q.try_send(text("a")).expect("one frame");
+        assert!(q.try_send(text("b")).is_err(), "past the frame bound");
+    }
+
     #[tokio::test]
     async fn queued_frames_go_out_before_an_ordinary_close() {
         let sock = Recorder::default();
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = OutQueue::new(8, 1 << 20);
         let (_kill_tx, kill_rx) = oneshot::channel();
         for out in [text("a"), Outbound::Pong(bytes::Bytes::new()), text("b")] {
             let _ = tx.try_send(out);
@@ -644,7 +731,7 @@ mod tests {
     #[tokio::test]
     async fn the_kill_switch_skips_the_queue() {
         let sock = Recorder::default();
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = OutQueue::new(8, 1 << 20);
         let (kill_tx, kill_rx) = oneshot::channel();
         let _ = tx.try_send(text("never"));
         let _ = kill_tx.send(close_reason(CloseCode::SlowConsumer, "slow consumer"));
@@ -659,7 +746,7 @@ mod tests {
             stall: true,
             ..Recorder::default()
         };
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = OutQueue::new(8, 1 << 20);
         let (kill_tx, kill_rx) = oneshot::channel();
         let _ = tx.try_send(text("stuck"));
         let task = tokio::task::LocalSet::new();
@@ -678,7 +765,7 @@ mod tests {
     #[tokio::test]
     async fn after_the_actor_is_gone_the_queue_drains_then_closes() {
         let sock = Recorder::default();
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = OutQueue::new(8, 1 << 20);
         let (kill_tx, kill_rx) = oneshot::channel::<CloseReason>();
         let _ = tx.try_send(text("last"));
         drop(kill_tx);
@@ -697,7 +784,7 @@ mod tests {
             stall: true,
             ..Recorder::default()
         };
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = OutQueue::new(8, 1 << 20);
         let (kill_tx, kill_rx) = oneshot::channel::<CloseReason>();
         let _ = tx.try_send(text("stuck"));
         drop(kill_tx);
@@ -715,7 +802,7 @@ mod tests {
             fail: true,
             ..Recorder::default()
         };
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = OutQueue::new(8, 1 << 20);
         let (_kill_tx, kill_rx) = oneshot::channel();
         let _ = tx.try_send(text("a"));
         let _ = tx.try_send(close(CloseCode::Draining));

@@ -133,6 +133,7 @@ pub struct Limits {
     pub http_writes_per_sec: u32,
     pub max_connections_per_user: usize,
     pub outbound_queue: usize,
+    pub outbound_queue_bytes: usize,
     pub max_group_members: usize,
 }
 
@@ -298,6 +299,9 @@ impl Settings {
         }
         if self.limits.outbound_queue == 0 {
             return fail("limits.outbound_queue", "must be at least 1");
+        }
+        if self.limits.outbound_queue_bytes < 65_536 {
+            return fail("limits.outbound_queue_bytes", "must be at least 65536");
         }
         if self.limits.max_frame_bytes < 256 {
             return fail("limits.max_frame_bytes", "must be at least 256");

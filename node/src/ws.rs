@@ -6,12 +6,12 @@ use crate::state::AppState;
 use actix::{Actor, AsyncContext};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chat_actors::messages::{Admit, Detach, Refused};
-use chat_actors::session::{writer, Session, SessionConfig, SessionParts};
+use chat_actors::session::{writer, OutQueue, Session, SessionConfig, SessionParts};
 use chat_wire::ErrorCode;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Longest a socket lives on one token, whatever its `exp` says.
 const MAX_TOKEN_LIFE_S: u64 = 365 * 86_400;
@@ -48,6 +48,7 @@ pub fn session_config(state: &crate::config::Settings) -> Arc<SessionConfig> {
         heartbeat: Duration::from_secs(state.server.heartbeat_s),
         sends_per_sec: state.limits.sends_per_sec,
         outbound_queue: state.limits.outbound_queue,
+        outbound_queue_bytes: state.limits.outbound_queue_bytes,
     })
 }
 
@@ -127,7 +128,7 @@ pub async fn upgrade(
         .saturating_sub(now)
         .min(MAX_TOKEN_LIFE_S);
     let token_expires = Instant::now() + Duration::from_secs(left);
-    let (out_tx, out_rx) = mpsc::channel(cfg.outbound_queue);
+    let (out_tx, out_rx) = OutQueue::new(cfg.outbound_queue, cfg.outbound_queue_bytes);
     let (kill_tx, kill_rx) = oneshot::channel();
     actix_web::rt::spawn(writer(ws, out_rx, kill_rx));
     let parts = SessionParts {

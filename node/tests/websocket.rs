@@ -592,3 +592,40 @@ async fn a_conversation_keeps_a_bounded_queue_of_waiting_sends_and_refuses_past_
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_client_that_asks_for_big_answers_and_never_reads_is_closed_at_the_byte_bound() {
+    let (db, node) = node_with(&[
+        ("CHAT__LIMITS__SENDS_PER_SEC", "100000"),
+        ("CHAT__LIMITS__OUTBOUND_QUEUE", "100000"),
+        ("CHAT__LIMITS__OUTBOUND_QUEUE_BYTES", "1048576"),
+    ])
+    .await;
+    let api = node.api();
+    let a = user(&api, "hoarder").await.unwrap();
+    let b = user(&api, "filler").await.unwrap();
+    let conv = api.direct(&b.token, a.id).await.unwrap();
+    let body = "y".repeat(10_000);
+    for i in 0..10 {
+        let (s, _) = api
+            .send(&b.token, conv, &format!("f-{i}"), &body)
+            .await
+            .unwrap();
+        assert_eq!(s, 201);
+    }
+    let mut w = ws(&node, &a.token).await;
+    // 400 syncs of about 100 KB each, and never a read: 40 MB the node must not hold.
+    for _ in 0..400 {
+        if w.send_json(&json!({"type": "sync", "cursors": {}}))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let code = w.until_close(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(code, Some(4001), "closed as a slow consumer");
+    drop(node);
+    db.drop_now().await.unwrap();
+}
