@@ -45,7 +45,14 @@ pub struct Chat {
     pub max_message_bytes: usize,
     /// Message bodies in one sync answer (`limits.max_sync_bytes`).
     pub max_sync_bytes: usize,
+    /// Syncs running at once on this node: half the read pool, so that syncs, the
+    /// heaviest reads, never take every connection from everything else (and from
+    /// `/readyz`).
+    pub sync_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a sync waits for a slot before it is answered `unavailable`.
+const SYNC_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often a send is retried against a Conversation actor that stopped meanwhile.
 const SEND_ATTEMPTS: usize = 3;
@@ -166,6 +173,10 @@ impl Chat {
             parsed.insert(ConvId(id), Seq(*v));
         }
         let max_bytes = i64::try_from(self.max_sync_bytes).unwrap_or(i64::MAX);
+        let _slot = tokio::time::timeout(SYNC_SLOT_WAIT, self.sync_slots.acquire())
+            .await
+            .map_err(|_| ChatError::new(ErrorCode::Unavailable, "too many syncs at once; retry"))?
+            .map_err(|_| ChatError::unavailable())?;
         Ok(self
             .store
             .sync(user, audiences, &parsed, limit, max_bytes)

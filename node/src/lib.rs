@@ -219,6 +219,9 @@ impl ChatNode {
                 directory,
                 max_message_bytes: settings.limits.max_message_bytes,
                 max_sync_bytes: settings.limits.max_sync_bytes,
+                sync_slots: Arc::new(tokio::sync::Semaphore::new(
+                    (settings.database.pool_size / 2).max(1),
+                )),
             },
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
