@@ -1,8 +1,12 @@
 //! Retention upkeep: creates message partitions ahead of time and drops the ones whose
-//! messages have all expired. Exactly one node does it at a time: whichever holds the
-//! store's [`UpkeepLease`] (a session-level Postgres advisory lock on its own
-//! connection). When that node dies, Postgres ends its session, the lock is free, and
-//! the next node to try takes over.
+//! messages have all expired. Every node creates partitions ahead (creating one that
+//! exists is a no-op), so a leader that is paused (SIGSTOP: it keeps its lock and its
+//! sockets) never lets rows fall into a DEFAULT partition. Dropping and reclaiming are
+//! done by one node at a time: whichever holds the store's [`UpkeepLease`] (a
+//! session-level Postgres advisory lock on its own connection). When that node dies,
+//! Postgres ends its session, the lock is free, and the next node to try takes over;
+//! while it is only paused, expired partitions are dropped late, which costs space,
+//! not correctness (every read filters by retention).
 
 use chat_store::{Retention, UpkeepLease};
 use std::time::Duration;
@@ -43,10 +47,22 @@ pub async fn run(store: chat_store::Store, cfg: UpkeepConfig) {
                 tracing::info!(node = %cfg.node, "this node now runs retention upkeep");
             }
         }
+        create_ahead(&store, &cfg).await;
         if lease.is_none() {
             continue;
         }
         upkeep(&store, &cfg).await;
+    }
+}
+
+/// Creates the partitions of the next two upkeep intervals that do not exist yet.
+async fn create_ahead(store: &chat_store::Store, cfg: &UpkeepConfig) {
+    let ahead = partitions_ahead(cfg.partition_width, cfg.interval);
+    if let Err(e) = store
+        .ensure_partitions(chrono::Utc::now(), cfg.partition_width, ahead)
+        .await
+    {
+        tracing::warn!(error = %e, "creating partitions failed");
     }
 }
 
@@ -61,15 +77,9 @@ async fn try_lead(cfg: &UpkeepConfig) -> Option<UpkeepLease> {
     }
 }
 
+/// The leader's part: expired rows and partitions go.
 async fn upkeep(store: &chat_store::Store, cfg: &UpkeepConfig) {
     let now = chrono::Utc::now();
-    let ahead = partitions_ahead(cfg.partition_width, cfg.interval);
-    if let Err(e) = store
-        .ensure_partitions(now, cfg.partition_width, ahead)
-        .await
-    {
-        tracing::warn!(error = %e, "creating partitions failed");
-    }
     let tiers = [
         ("normal", Some(cfg.retention.normal)),
         ("important", cfg.retention.important),

@@ -212,6 +212,72 @@ async fn upkeep_moves_to_another_node_when_its_holder_is_killed() {
     db.drop_now().await.unwrap();
 }
 
+/// Range partitions of the `normal` tier whose range starts after `after` (unix s).
+async fn partitions_after(db: &TestDb, after: i64) -> usize {
+    let c = db.client().await.unwrap();
+    let rows = c
+        .query(
+            "SELECT pg_get_expr(k.relpartbound, k.oid) AS bound FROM pg_inherits i
+               JOIN pg_class k ON k.oid = i.inhrelid
+               JOIN pg_class p ON p.oid = i.inhparent
+              WHERE p.relname = 'messages_normal' AND NOT k.relname LIKE '%default'",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .filter_map(|r| {
+            // FOR VALUES FROM ('2026-12-02 07:00:01+00') TO (...)
+            let bound: String = r.get("bound");
+            let from = bound.split('\'').nth(1)?.to_string();
+            chrono::DateTime::parse_from_str(&format!("{from}00"), "%Y-%m-%d %H:%M:%S%z")
+                .ok()
+                .map(|t| t.timestamp())
+        })
+        .filter(|start| *start > after)
+        .count()
+}
+
+#[actix_rt::test]
+async fn partitions_are_still_created_ahead_while_the_upkeep_leader_is_paused() {
+    let db = TestDb::create().await.unwrap();
+    let n1 = start(&db, "node-1").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader(&db).await.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leader(&db).await.as_deref(), Some("chat-upkeep:node-1"));
+    let n2 = start(&db, "node-2").await;
+    // The leader stops dead (SIGSTOP): it keeps its lock and its sockets.
+    let pid = n1.pid().unwrap().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let paused_at = chrono::Utc::now().timestamp();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Ranges of 1 s, created two upkeep intervals (and at least three ranges) ahead:
+    // ranges starting 4 s after the pause exist only if someone kept creating them.
+    let ahead = partitions_after(&db, paused_at + 4).await;
+    let cont = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    assert!(cont.success());
+    assert!(
+        ahead >= 1,
+        "no partition created ahead while the leader was paused"
+    );
+    assert_eq!(
+        leader(&db).await.as_deref(),
+        Some("chat-upkeep:node-1"),
+        "the paused leader kept its lock"
+    );
+    drop((n1, n2));
+    db.drop_now().await.unwrap();
+}
+
 #[actix_rt::test]
 async fn sends_continue_while_an_expired_partition_is_dropped() {
     let db = TestDb::create().await.unwrap();
