@@ -11,8 +11,8 @@
 
 use crate::messages::{SessionId, SlowConsumer};
 use crate::metrics as m;
-use crate::session::{OutQueue, Outbound, Session};
-use actix::Addr;
+use crate::session::{OutQueue, Outbound};
+use actix::Recipient;
 use bytestring::ByteString;
 use chat_wire::{AudienceKey, UserId};
 use std::collections::HashMap;
@@ -22,7 +22,8 @@ use tokio::sync::mpsc;
 /// Where pushes to one session go.
 struct Pusher {
     id: SessionId,
-    addr: Addr<Session>,
+    /// Told when its queue is full.
+    slow: Recipient<SlowConsumer>,
     out: OutQueue,
 }
 
@@ -33,7 +34,7 @@ impl Pusher {
         match self.out.try_send(Outbound::Text(frame.clone())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.addr.do_send(SlowConsumer);
+                self.slow.do_send(SlowConsumer);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -69,12 +70,18 @@ impl Directory {
     }
 
     /// A session of `user` is open here; pushes go to its queue `out`.
-    pub fn attach(&self, user: UserId, id: SessionId, addr: Addr<Session>, out: OutQueue) {
+    pub fn attach(
+        &self,
+        user: UserId,
+        id: SessionId,
+        slow: Recipient<SlowConsumer>,
+        out: OutQueue,
+    ) {
         self.write()
             .sessions
             .entry(user)
             .or_default()
-            .push(Pusher { id, addr, out });
+            .push(Pusher { id, slow, out });
     }
 
     /// A session of `user` is gone.

@@ -517,7 +517,7 @@ impl Handler<Attach> for Registry {
         });
         if let Some((before, after)) = counts {
             self.directory
-                .attach(msg.user, msg.id, msg.addr.clone(), msg.out);
+                .attach(msg.user, msg.id, msg.addr.clone().recipient(), msg.out);
             self.count_sessions(before, after);
         }
         self.update_gauges();

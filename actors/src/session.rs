@@ -104,7 +104,8 @@ impl OutQueue {
 }
 
 impl OutReceiver {
-    async fn recv(&mut self) -> Option<Outbound> {
+    /// The next frame queued, in order; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
         let out = self.rx.recv().await?;
         self.bytes.fetch_sub(out.bytes(), Ordering::AcqRel);
         Some(out)
