@@ -62,7 +62,7 @@ impl WriteLimiter {
             Ok(())
         } else {
             Err(ApiError::rate_limited(
-                "too many writes; slow down (limits.sends_per_sec)",
+                "too many writes; slow down (limits.http_writes_per_sec)",
             ))
         }
     }

@@ -142,7 +142,7 @@ pub enum ServerFrame {
     /// The node may have missed pushes: call sync.
     Resync,
     /// The user was added to a conversation (or it was created with them): here it
-    /// is, as `GET /conversations/{id}` shows it. Its pushes follow from now on; what
+    /// is, as the conversation list shows it. Its pushes follow from now on; what
     /// came before is in `sync`.
     Joined {
         conv: ConvId,
