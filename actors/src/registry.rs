@@ -302,22 +302,22 @@ impl Registry {
         let fut = async move {
             let mut found = Vec::new();
             for user in users {
-                if let Ok((mut list, _)) = store
+                let read = store
                     .list_conversations(user, &[], 1, None, Some(conv))
-                    .await
-                {
-                    if let Some(c) = list.pop() {
-                        found.push((user, c));
-                    }
-                }
+                    .await;
+                found.push((user, read.ok().and_then(|(mut list, _)| list.pop())));
             }
             found
         };
         ctx.spawn(fut.into_actor(self).map(move |found, act, _ctx| {
             for (user, c) in found {
-                let frame = ServerFrame::Joined {
-                    conv,
-                    conversation: Box::new(c),
+                // A read that failed still tells the client: `resync` instead.
+                let frame = match c {
+                    Some(c) => ServerFrame::Joined {
+                        conv,
+                        conversation: Box::new(c),
+                    },
+                    None => ServerFrame::Resync,
                 };
                 act.directory
                     .to_users(&[user], &frame.to_text().into(), None, None);
@@ -645,7 +645,7 @@ impl Handler<Joined> for Registry {
 impl Handler<AudiencesChanged> for Registry {
     type Result = ();
 
-    fn handle(&mut self, msg: AudiencesChanged, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: AudiencesChanged, ctx: &mut Self::Context) {
         let Some(old) = self.users.get(&msg.user).map(|o| o.audiences.clone()) else {
             return;
         };
@@ -664,6 +664,15 @@ impl Handler<AudiencesChanged> for Registry {
             .collect();
         self.leave_audiences(msg.user, &left);
         self.join_audiences(msg.user, &joined);
+        if !joined.is_empty() {
+            // A broadcast published before the new audience's channel is in force is
+            // not pushed: once it is, the user's sessions sync.
+            let user = msg.user;
+            self.when_confirmed(ctx, move |act, _| {
+                act.directory
+                    .to_users(&[user], &ServerFrame::Resync.to_text().into(), None, None);
+            });
+        }
         if let Some(online) = self.users.get_mut(&msg.user) {
             online.audiences = msg.audiences.clone();
             let shared = Arc::new(msg.audiences);

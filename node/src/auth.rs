@@ -174,8 +174,11 @@ async fn hash_slot() -> Result<(SemaphorePermit<'static>, SemaphorePermit<'stati
 
 /// Hashes a password on a blocking thread (never on the async runtime's threads).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    let _slot = hash_slot().await?;
+    // The slot goes with the hash: a client that hangs up does not free it while the
+    // hash still runs on the blocking pool.
+    let slot = hash_slot().await?;
     web::block(move || {
+        let _slot = slot;
         argon2()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
@@ -191,8 +194,9 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 
 /// Checks a password against a stored PHC string on a blocking thread.
 pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
-    let _slot = hash_slot().await?;
+    let slot = hash_slot().await?;
     web::block(move || {
+        let _slot = slot;
         let stored = hash.as_deref().unwrap_or(DUMMY_HASH);
         let ok = PasswordHash::new(stored)
             .map(|parsed| {

@@ -303,6 +303,14 @@ impl Settings {
         if self.limits.outbound_queue_bytes < 65_536 {
             return fail("limits.outbound_queue_bytes", "must be at least 65536");
         }
+        if self.limits.max_sync_bytes == 0
+            || self.limits.max_sync_bytes > self.limits.outbound_queue_bytes / 4
+        {
+            return fail(
+                "limits.max_sync_bytes",
+                "must be more than 0 and at most a quarter of limits.outbound_queue_bytes",
+            );
+        }
         if self.limits.max_frame_bytes < 256 {
             return fail("limits.max_frame_bytes", "must be at least 256");
         }

@@ -599,6 +599,7 @@ async fn a_client_that_asks_for_big_answers_and_never_reads_is_closed_at_the_byt
         ("CHAT__LIMITS__SENDS_PER_SEC", "100000"),
         ("CHAT__LIMITS__OUTBOUND_QUEUE", "100000"),
         ("CHAT__LIMITS__OUTBOUND_QUEUE_BYTES", "1048576"),
+        ("CHAT__LIMITS__MAX_SYNC_BYTES", "262144"),
     ])
     .await;
     let api = node.api();

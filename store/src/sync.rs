@@ -32,8 +32,8 @@ SELECT v.id, v.last_seq, v.read_seq, ",
 
 /// Up to `$5` retained messages after each cursor (`$1` ids, `$2` cursors), on the
 /// partitions from `$6` on (the day of the oldest cursor: see `conversation_days`),
-/// whole conversations in id order while the bodies before them stay under `$7`
-/// bytes (the first always comes). `cut_at`: the first conversation left out, on
+/// whole conversations in id order while the messages before them (body, cid and
+/// 256 bytes for the rest of each) stay under `$7` bytes (the first always comes). `cut_at`: the first conversation left out, on
 /// every row, or NULL when none was.
 const SYNC_MESSAGES: &str = concat!(
     "SELECT ",
@@ -42,8 +42,9 @@ const SYNC_MESSAGES: &str = concat!(
   SELECT x.*, min(CASE WHEN x.before_conv >= $7 THEN x.conv END) OVER () AS cut_at
     FROM (
       SELECT x.*,
-             sum(octet_length(x.body)) OVER (ORDER BY x.conv, x.seq)
-               - sum(octet_length(x.body)) OVER (PARTITION BY x.conv ORDER BY x.seq)
+             sum(octet_length(x.body) + octet_length(x.cid) + 256) OVER (ORDER BY x.conv, x.seq)
+               - sum(octet_length(x.body) + octet_length(x.cid) + 256)
+                   OVER (PARTITION BY x.conv ORDER BY x.seq)
                AS before_conv
         FROM unnest($1::bigint[], $2::bigint[]) AS t(conv, after)
        CROSS JOIN LATERAL (
