@@ -219,6 +219,25 @@ impl Registry {
         self.directory.to_users(users, frame, skip, skip_user);
     }
 
+    /// `user` is online here and this node did not know they are in `held.conv`: they
+    /// join it (`Joined`), with pushes from after what Postgres held. Returns whether so.
+    fn join_if_missed(&mut self, user: UserId, held: Held, ctx: &mut Context<Self>) -> bool {
+        let missed = self
+            .users
+            .get(&user)
+            .is_some_and(|o| !o.conversations.contains(&held.conv));
+        if missed {
+            self.push_from
+                .entry(held.conv)
+                .or_insert(held.last_seq.0 + 1);
+            ctx.notify(Joined {
+                users: vec![user],
+                conv: held.conv,
+            });
+        }
+        missed
+    }
+
     /// Listens to the conversations its online users joined lately that it missed.
     fn reconcile_recent(&mut self, ctx: &mut Context<Self>) {
         if self.reconciling || self.users.is_empty() {
@@ -232,20 +251,9 @@ impl Registry {
             act.reconciling = false;
             let Ok(found) = res else { return };
             for (user, held) in found {
-                let missed = act
-                    .users
-                    .get(&user)
-                    .is_some_and(|o| !o.conversations.contains(&held.conv));
-                if missed {
+                if act.join_if_missed(user, held, ctx) {
                     tracing::info!(%user, conv = %held.conv, "join found by reconciling");
                     metrics::counter!(m::JOINS_RECONCILED_TOTAL).increment(1);
-                    act.push_from
-                        .entry(held.conv)
-                        .or_insert(held.last_seq.0 + 1);
-                    ctx.notify(Joined {
-                        users: vec![user],
-                        conv: held.conv,
-                    });
                 }
             }
         }));
@@ -342,19 +350,8 @@ impl Registry {
         .into_actor(self)
         .map(move |found, act, ctx| {
             for (user, convs) in found {
-                let Some(known) = act.users.get(&user).map(|o| o.conversations.clone()) else {
-                    continue;
-                };
                 for held in convs {
-                    if !known.contains(&held.conv) {
-                        act.push_from
-                            .entry(held.conv)
-                            .or_insert(held.last_seq.0 + 1);
-                        ctx.notify(Joined {
-                            users: vec![user],
-                            conv: held.conv,
-                        });
-                    }
+                    act.join_if_missed(user, held, ctx);
                 }
             }
         });

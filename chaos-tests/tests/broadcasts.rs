@@ -11,24 +11,10 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(10);
 
 async fn provision(api: &Api, name: &str, attrs: Value) -> (i64, String) {
-    let (s, b) = api
-        .post(
-            "/api/v1/users",
-            Some(SERVICE_KEY),
-            &json!({"external_id": format!("ext-{name}"), "username": name, "attributes": attrs}),
-        )
+    let u = chat_testkit::fixtures::provision(api, name, attrs)
         .await
         .unwrap();
-    assert_eq!(s, 201, "{b}");
-    let id = b["user_id"].as_i64().unwrap();
-    let now = chrono::Utc::now().timestamp();
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": id.to_string(), "iat": now, "exp": now + 600}),
-        &jsonwebtoken::EncodingKey::from_secret(chat_testkit::process::TEST_SECRET.as_bytes()),
-    )
-    .unwrap();
-    (id, token)
+    (u.id, u.token)
 }
 
 fn conv_ids(list: &Value) -> Vec<i64> {

@@ -377,23 +377,11 @@ async fn after_a_redis_outage_sessions_resync_instead_of_a_burst_of_old_pushes()
 async fn an_attribute_change_keeps_the_audiences_the_user_keeps_subscribed() {
     let (db, redis, a, b) = cluster(&[]).await;
     let (api_a, api_b) = (a.api(), b.api());
-    let (s, body) = api_b
-        .post(
-            "/api/v1/users",
-            Some(SERVICE_KEY),
-            &json!({"external_id": "ext-keeper", "username": "keeper",
-                    "attributes": {"org": "1", "roles": ["2"]}}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201, "{body}");
-    let user = body["user_id"].as_i64().unwrap();
-    let token = chat_testkit::fixtures::mint(
-        &user.to_string(),
-        chat_testkit::fixtures::now(),
-        chat_testkit::fixtures::now() + 600,
-    )
-    .unwrap();
+    let keeper =
+        chat_testkit::fixtures::provision(&api_b, "keeper", json!({"org": "1", "roles": ["2"]}))
+            .await
+            .unwrap();
+    let (user, token) = (keeper.id, keeper.token);
     let (mut ws, _) = WsClient::connect_hello(&b.ws_url(&token)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -452,27 +440,14 @@ async fn an_attribute_change_keeps_the_audiences_the_user_keeps_subscribed() {
     db.drop_now().await.unwrap();
 }
 
-async fn provision(api: &Api, name: &str, attrs: Value) -> (i64, String) {
-    let (s, body) = api
-        .post(
-            "/api/v1/users",
-            Some(SERVICE_KEY),
-            &json!({"external_id": format!("ext-{name}"), "username": name, "attributes": attrs}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201, "{body}");
-    let user = body["user_id"].as_i64().unwrap();
-    let now = chat_testkit::fixtures::now();
-    let token = chat_testkit::fixtures::mint(&user.to_string(), now, now + 600).unwrap();
-    (user, token)
-}
-
 #[actix_rt::test]
 async fn a_user_moved_out_of_an_audience_unheard_of_stops_seeing_it_on_open_sockets() {
     let (db, _redis, a, b) = cluster(&[]).await;
     let api_a = a.api();
-    let (user, token) = provision(&b.api(), "mover", json!({"org": "1"})).await;
+    let mover = chat_testkit::fixtures::provision(&b.api(), "mover", json!({"org": "1"}))
+        .await
+        .unwrap();
+    let (user, token) = (mover.id, mover.token);
     let (mut ws, _) = WsClient::connect_hello(&b.ws_url(&token)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let notice = |cid: &'static str| {

@@ -996,17 +996,10 @@ async fn list_pages_hold_their_place_while_conversations_become_active() {
 async fn an_audience_conversation_without_a_notice_is_not_listed() {
     let (db, node) = node().await;
     let api = node.api();
-    let (s, b) = api
-        .post(
-            "/api/v1/users",
-            Some(SERVICE_KEY),
-            &json!({"external_id": "ext-reader", "username": "reader", "attributes": {"org": "9"}}),
-        )
+    let token = chat_testkit::fixtures::provision(&api, "reader", json!({"org": "9"}))
         .await
-        .unwrap();
-    assert_eq!(s, 201, "{b}");
-    let id = b["user_id"].as_i64().unwrap();
-    let token = mint(&id.to_string(), now(), now() + 600).unwrap();
+        .unwrap()
+        .token;
     // What a broadcast whose send failed leaves behind: the audience's conversation,
     // with no notice in it.
     db.client()

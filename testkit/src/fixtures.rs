@@ -31,6 +31,28 @@ pub fn mint(sub: &str, iat: i64, exp: i64) -> Result<String> {
     .map_err(|e| crate::HarnessError::Http(format!("signing a token: {e}")))
 }
 
+/// Provisions `name` with `attrs` as the company's backend would (service key,
+/// external id `ext-<name>`) and mints it a token for ten minutes.
+pub async fn provision(api: &Api, name: &str, attrs: Value) -> Result<User> {
+    let (status, body) = api
+        .post(
+            "/api/v1/users",
+            Some(crate::process::SERVICE_KEY),
+            &json!({"external_id": format!("ext-{name}"), "username": name, "attributes": attrs}),
+        )
+        .await?;
+    let id = match (status, body["user_id"].as_i64()) {
+        (201, Some(id)) => id,
+        _ => {
+            return Err(crate::HarnessError::Http(format!(
+                "provision {name}: {status} {body}"
+            )))
+        }
+    };
+    let token = mint(&id.to_string(), now(), now() + 600)?;
+    Ok(User { id, token })
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
