@@ -48,8 +48,10 @@ pub struct Attach {
     /// Direct and group conversations of the user (bus interest), each with the last
     /// seq it held at the handshake (where pushes to this user must start).
     pub conversations: Vec<Held>,
-    /// Broadcast audiences of the user.
+    /// Broadcast audiences of the user, and the version of the attributes they were
+    /// read from.
     pub audiences: Vec<AudienceKey>,
+    pub audiences_version: i64,
 }
 
 /// Every bus channel a session's user listens to here is subscribed and confirmed:
@@ -115,12 +117,14 @@ pub struct Joined {
     pub conv: ConvId,
 }
 
-/// A user's attributes changed: their sessions take the new audiences.
+/// A user's attributes changed: their sessions take the new audiences, unless what
+/// the registry holds was read from a newer `version` (reads can answer out of order).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AudiencesChanged {
     pub user: UserId,
     pub audiences: Vec<AudienceKey>,
+    pub version: i64,
 }
 
 /// Begins a graceful drain: every session closes with `code` once its in-flight sends
@@ -171,6 +175,7 @@ pub struct CloseWith {
 #[rtype(result = "()")]
 pub struct NewAudiences {
     pub audiences: Arc<Vec<AudienceKey>>,
+    pub version: i64,
 }
 
 /// A send for a Conversation actor: stored with the next group commit, then answered

@@ -37,6 +37,8 @@ struct Online {
     sessions: HashMap<SessionId, Addr<Session>>,
     conversations: HashSet<ConvId>,
     audiences: Vec<AudienceKey>,
+    /// The attributes version `audiences` come from: an older read is ignored.
+    audiences_version: i64,
 }
 
 /// The Registry actor. See the module documentation.
@@ -270,15 +272,20 @@ impl Registry {
         let fut = async move { store.attributes_of(&users).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             let Ok(found) = res else { return };
-            for (user, attributes) in found {
-                let audiences = attributes.audiences();
+            for found in found {
+                let (user, version) = (found.user, found.version);
                 let stale = act
                     .users
                     .get(&user)
-                    .is_some_and(|o| o.audiences != audiences);
+                    .is_some_and(|o| o.audiences_version < version);
                 if stale {
                     tracing::info!(%user, "audiences found changed by reconciling");
-                    ctx.notify(AudiencesChanged { user, audiences });
+                    let audiences = found.attributes.audiences();
+                    ctx.notify(AudiencesChanged {
+                        user,
+                        audiences,
+                        version,
+                    });
                 }
             }
         }));
@@ -483,10 +490,25 @@ impl Handler<Attach> for Registry {
             let online = self.users.entry(msg.user).or_default();
             online.conversations = msg.conversations.iter().map(|h| h.conv).collect();
             online.audiences = msg.audiences;
+            online.audiences_version = msg.audiences_version;
             // The list was read at the handshake; a conversation created since then
             // (announced before this node listened to the user's channel) is picked up
-            // by reading it once more, now that the user's channel is subscribed.
-            self.reconcile(vec![msg.user], ctx);
+            // by reading it once more, once the user's channel is in force.
+            let user = msg.user;
+            self.when_confirmed(ctx, move |act, ctx| act.reconcile(vec![user], ctx));
+        } else {
+            let newer = self
+                .users
+                .get(&msg.user)
+                .is_some_and(|o| o.audiences_version < msg.audiences_version);
+            if newer {
+                // This socket's handshake read newer attributes than the registry holds.
+                ctx.notify(AudiencesChanged {
+                    user: msg.user,
+                    audiences: msg.audiences,
+                    version: msg.audiences_version,
+                });
+            }
         }
         if !first {
             // A later socket may know of conversations the first did not.
@@ -643,7 +665,14 @@ impl Handler<AudiencesChanged> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: AudiencesChanged, ctx: &mut Self::Context) {
-        let Some(old) = self.users.get(&msg.user).map(|o| o.audiences.clone()) else {
+        let Some(old) = self
+            .users
+            .get(&msg.user)
+            .filter(|o| o.audiences_version < msg.version)
+            .map(|o| o.audiences.clone())
+        else {
+            // Not online here, or what is held was read from the same or newer
+            // attributes (reads of them can answer out of order).
             return;
         };
         // Only what changed: an audience the user keeps stays subscribed and listed
@@ -672,10 +701,12 @@ impl Handler<AudiencesChanged> for Registry {
         }
         if let Some(online) = self.users.get_mut(&msg.user) {
             online.audiences = msg.audiences.clone();
+            online.audiences_version = msg.version;
             let shared = Arc::new(msg.audiences);
             for addr in online.sessions.values() {
                 addr.do_send(NewAudiences {
                     audiences: shared.clone(),
+                    version: msg.version,
                 });
             }
         }
@@ -801,6 +832,7 @@ impl Registry {
                             ctx.notify(AudiencesChanged {
                                 user,
                                 audiences: record.attributes.audiences(),
+                                version: record.attributes_version,
                             });
                         }
                     },

@@ -259,6 +259,8 @@ pub struct Session {
     registry: Addr<Registry>,
     cfg: Arc<SessionConfig>,
     audiences: Arc<Vec<AudienceKey>>,
+    /// The version of the attributes `audiences` were read from.
+    audiences_version: i64,
     /// Handed to the registry at start (bus interest), then dropped.
     initial_conversations: Vec<Held>,
     out: OutQueue,
@@ -283,6 +285,7 @@ pub struct SessionParts {
     pub chat: Chat,
     pub cfg: Arc<SessionConfig>,
     pub audiences: Vec<AudienceKey>,
+    pub audiences_version: i64,
     pub conversations: Vec<Held>,
     pub out: OutQueue,
     pub kill: oneshot::Sender<CloseReason>,
@@ -299,6 +302,7 @@ impl Session {
             bucket: Bucket::new(p.cfg.sends_per_sec, Instant::now()),
             cfg: p.cfg,
             audiences: Arc::new(p.audiences),
+            audiences_version: p.audiences_version,
             initial_conversations: p.conversations,
             out: p.out,
             kill: Some(p.kill),
@@ -510,6 +514,7 @@ async fn current_audiences(
         registry.do_send(AudiencesChanged {
             user,
             audiences: audiences.clone(),
+            version: record.attributes_version,
         });
     }
     Ok(audiences)
@@ -534,6 +539,7 @@ impl Actor for Session {
             out: self.out.clone(),
             conversations: std::mem::take(&mut self.initial_conversations),
             audiences: self.audiences.as_ref().clone(),
+            audiences_version: self.audiences_version,
         });
         // Silence for two heartbeats closes the connection.
         let check = (self.cfg.heartbeat / 2).max(Duration::from_millis(200));
@@ -623,6 +629,7 @@ impl Handler<NewAudiences> for Session {
 
     fn handle(&mut self, msg: NewAudiences, _ctx: &mut Self::Context) {
         self.audiences = msg.audiences;
+        self.audiences_version = msg.version;
     }
 }
 

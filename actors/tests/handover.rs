@@ -5,6 +5,10 @@
 //! processes can aim at; here each step is sent by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
+mod common;
+
+use common::{new_user, store};
+
 use actix::prelude::*;
 use chat_actors::directory::Directory;
 use chat_actors::messages::{ConversationFor, ConversationIdle, Remote, SessionId, SlowConsumer};
@@ -12,9 +16,9 @@ use chat_actors::registry::Registry;
 use chat_actors::session::{OutQueue, Outbound};
 use chat_actors::writer::{Writer, WriterConfig};
 use chat_bus::{Event, LocalBus};
-use chat_store::{Appended, NewMessage, NewUser, Retention, Store, StoreConfig};
+use chat_store::{Appended, NewMessage};
 use chat_testkit::TestDb;
-use chat_wire::{Attributes, Draft, Message, Tier};
+use chat_wire::{Draft, Message, Tier};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,38 +32,6 @@ impl Actor for Quiet {
 impl Handler<SlowConsumer> for Quiet {
     type Result = ();
     fn handle(&mut self, _msg: SlowConsumer, _ctx: &mut Self::Context) {}
-}
-
-async fn store(db: &TestDb) -> Store {
-    let store = Store::connect(&StoreConfig {
-        url: db.url.clone(),
-        pool_size: 4,
-        acquire_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(10),
-        retention: Retention {
-            normal: Duration::from_secs(86_400),
-            important: None,
-        },
-        write_pool_size: 2,
-        dedupe_window: Duration::from_secs(3600),
-    })
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
-    store
-}
-
-async fn new_user(store: &Store, name: &str) -> chat_wire::UserId {
-    store
-        .create_user(&NewUser {
-            username: name.into(),
-            display_name: name.into(),
-            password_hash: None,
-            external_id: None,
-            attributes: Attributes::default(),
-        })
-        .await
-        .unwrap()
 }
 
 #[actix_rt::test]

@@ -137,6 +137,7 @@ pub async fn upgrade(
         chat: state.chat.clone(),
         cfg: cfg.into_inner(),
         audiences: caller.audiences,
+        audiences_version: caller.user.attributes_version,
         conversations,
         out: out_tx,
         kill: kill_tx,

@@ -44,4 +44,4 @@ pub use messages::{Appended, Batch, BatchOutcome, NewMessage};
 pub use retention::Retention;
 pub use store::{Store, StoreConfig};
 pub use upkeep::{UpkeepLease, UPKEEP_LOCK};
-pub use users::{NewUser, UserAuth, UserRecord};
+pub use users::{NewUser, UserAuth, UserRecord, VersionedAttributes};

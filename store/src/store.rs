@@ -173,17 +173,6 @@ impl Store {
         Ok(client.query_opt(&stmt, params).await?)
     }
 
-    /// [`Store::query`] for a statement that returns no rows: how many it changed.
-    pub(crate) async fn execute(
-        &self,
-        sql: &str,
-        params: &[&Param<'_>],
-    ) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let stmt = client.prepare_cached(sql).await?;
-        Ok(client.execute(&stmt, params).await?)
-    }
-
     /// `SELECT 1` on a pooled connection.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await?;

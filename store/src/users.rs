@@ -19,17 +19,18 @@ const USER_BY_EXTERNAL_ID: &str = "SELECT id FROM users WHERE external_id = $1";
 
 const USER_AUTH: &str = "SELECT id, password_hash FROM users WHERE username = $1 AND id <> 0";
 
-const USER_BY_ID: &str =
-    "SELECT id, username, display_name, org, roles, jobs FROM users WHERE id = $1 AND id <> 0";
+const USER_BY_ID: &str = "SELECT id, username, display_name, org, roles, jobs, attributes_version
+     FROM users WHERE id = $1 AND id <> 0";
 
 const SEARCH_USERS: &str = "SELECT id, username, display_name FROM users
      WHERE username LIKE $1 ESCAPE '\\' AND id <> 0 ORDER BY username LIMIT $2";
 
-const SET_ATTRIBUTES: &str =
-    "UPDATE users SET org = $2, roles = $3, jobs = $4 WHERE id = $1 AND id <> 0";
+const SET_ATTRIBUTES: &str = "UPDATE users
+     SET org = $2, roles = $3, jobs = $4, attributes_version = attributes_version + 1
+     WHERE id = $1 AND id <> 0 RETURNING attributes_version";
 
 const ATTRIBUTES_OF: &str =
-    "SELECT id, org, roles, jobs FROM users WHERE id = ANY($1::bigint[]) AND id <> 0";
+    "SELECT id, org, roles, jobs, attributes_version FROM users WHERE id = ANY($1::bigint[]) AND id <> 0";
 
 const COUNT_USERS: &str =
     "SELECT count(*) AS n FROM users WHERE id = ANY($1::bigint[]) AND id <> 0";
@@ -58,6 +59,16 @@ pub struct UserRecord {
     pub username: String,
     pub display_name: String,
     pub attributes: Attributes,
+    /// Counts every change of `attributes`: of two reads, the higher is the newer.
+    pub attributes_version: i64,
+}
+
+/// A user's attributes with their version (see [`UserRecord::attributes_version`]).
+#[derive(Debug, Clone)]
+pub struct VersionedAttributes {
+    pub user: UserId,
+    pub attributes: Attributes,
+    pub version: i64,
 }
 
 /// The `LIKE` pattern (escape `\`) of the strings that start with `prefix`.
@@ -142,6 +153,7 @@ impl Store {
                 roles: row.try_get("roles")?,
                 jobs: row.try_get("jobs")?,
             },
+            attributes_version: row.try_get("attributes_version")?,
         }))
     }
 
@@ -149,18 +161,19 @@ impl Store {
     pub async fn attributes_of(
         &self,
         users: &[UserId],
-    ) -> Result<Vec<(UserId, Attributes)>, StoreError> {
+    ) -> Result<Vec<VersionedAttributes>, StoreError> {
         let rows = self.query(ATTRIBUTES_OF, &[&ids(users)]).await?;
         rows.iter()
             .map(|row| {
-                Ok((
-                    UserId(row.try_get("id")?),
-                    Attributes {
+                Ok(VersionedAttributes {
+                    user: UserId(row.try_get("id")?),
+                    attributes: Attributes {
                         org: row.try_get("org")?,
                         roles: row.try_get("roles")?,
                         jobs: row.try_get("jobs")?,
                     },
-                ))
+                    version: row.try_get("attributes_version")?,
+                })
             })
             .collect()
     }
@@ -185,18 +198,17 @@ impl Store {
             .collect()
     }
 
-    /// Replaces a user's attributes; `NotFound` for an unknown user.
-    pub async fn set_attributes(&self, id: UserId, attrs: &Attributes) -> Result<(), StoreError> {
-        let n = self
-            .execute(
+    /// Replaces a user's attributes and returns their new version; `NotFound` for an
+    /// unknown user.
+    pub async fn set_attributes(&self, id: UserId, attrs: &Attributes) -> Result<i64, StoreError> {
+        let row = self
+            .query_opt(
                 SET_ATTRIBUTES,
                 &[&id.0, &attrs.org, &attrs.roles, &attrs.jobs],
             )
-            .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound("user"));
-        }
-        Ok(())
+            .await?
+            .ok_or(StoreError::NotFound("user"))?;
+        Ok(row.try_get("attributes_version")?)
     }
 
     /// How many of `users` exist (the system user does not count).

@@ -98,10 +98,11 @@ pub async fn set_attributes(
     let user = UserId(path.into_inner());
     let attrs = body.into_inner();
     attrs.validate().map_err(ApiError::bad_request)?;
-    state.store().set_attributes(user, &attrs).await?;
+    let version = state.store().set_attributes(user, &attrs).await?;
     state.registry().do_send(AudiencesChanged {
         user,
         audiences: attrs.audiences(),
+        version,
     });
     state
         .chat
