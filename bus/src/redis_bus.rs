@@ -23,6 +23,12 @@ const PUBLISH_QUEUE: usize = 65_536;
 /// Most events one pipelined round trip to Redis carries.
 const PUBLISH_BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long Redis may take to answer one pipeline (or one (un)subscribe) before the
+/// connection counts as failed. Longer than the client's default (500 ms): a full
+/// pipeline on a busy Redis can take that long, and every failure costs the sessions
+/// concerned a `resync`.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most channels one drop notice names; past that it names none (every channel).
 const MAX_NOTICE_CHANNELS: usize = 256;
 
@@ -95,6 +101,13 @@ impl DropLog {
         self.wake.notify_one();
     }
 
+    fn is_empty(&self) -> bool {
+        self.drops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     fn take(&self) -> Drops {
         std::mem::take(&mut *self.drops.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -109,16 +122,26 @@ impl DropLog {
 
 /// What the publisher task takes, in order.
 enum Out {
-    /// A channel's Redis name and the event's payload.
-    Event(String, String),
-    /// Answer once everything before has gone out (or been told as dropped).
+    Event(Outgoing),
+    /// Answer once everything before has gone out, or been told as dropped in a drop
+    /// notice that went out.
     Flush(oneshot::Sender<()>),
+}
+
+struct Outgoing {
+    /// The channel's Redis name.
+    channel: String,
+    payload: String,
+    /// Whether losing it must be told: not for typing, which nobody syncs.
+    tell: bool,
 }
 
 enum Command {
     Subscribe(Channel),
     Unsubscribe(Channel),
-    /// Answer once the subscriptions asked for before are in force.
+    /// Answer once the subscriptions asked for before are in force, or, while the
+    /// bus is down, at once: the resubscription is followed by
+    /// [`BusNotice::Reconnected`], which has every session `resync`.
     Confirm(oneshot::Sender<()>),
 }
 
@@ -176,12 +199,15 @@ impl Bus for RedisBus {
         let Ok(payload) = serde_json::to_string(&envelope) else {
             return;
         };
-        if let Err(e) = self
-            .publish_tx
-            .try_send(Out::Event(channel.name(), payload))
-        {
-            if let Out::Event(name, _) = e.into_inner() {
-                self.drops.record([name]);
+        let out = Outgoing {
+            channel: channel.name(),
+            payload,
+            tell: !matches!(event, Event::Typing { .. }),
+        };
+        if let Err(e) = self.publish_tx.try_send(Out::Event(out)) {
+            match e.into_inner() {
+                Out::Event(out) if out.tell => self.drops.record([out.channel]),
+                _ => metrics::counter!(crate::metrics::PUBLISH_DROPPED_TOTAL).increment(1),
             }
         }
     }
@@ -199,9 +225,18 @@ impl Bus for RedisBus {
     }
 
     fn flush(&self, done: oneshot::Sender<()>) {
-        // Behind every queued event; a full queue cannot take it, and then the
-        // drain's own bound ends the wait.
-        let _ = self.publish_tx.try_send(Out::Flush(done));
+        // Behind every queued event; into a full queue once there is room (the
+        // drain's own bound ends the wait).
+        if let Err(mpsc::error::TrySendError::Full(out)) =
+            self.publish_tx.try_send(Out::Flush(done))
+        {
+            let tx = self.publish_tx.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = tx.send(out).await;
+                });
+            }
+        }
     }
 
     fn is_up(&self) -> bool {
@@ -215,43 +250,49 @@ async fn publisher(
     mut rx: mpsc::Receiver<Out>,
     log: Arc<DropLog>,
 ) {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT));
     let mut backoff = Duration::from_millis(100);
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     // Channels of the pipeline in flight, to tell as dropped if it fails.
     let mut sent: Vec<String> = Vec::with_capacity(PUBLISH_BATCH);
+    // Flushes whose events were dropped: answered once a drop notice telling them
+    // has gone out (a node that exits before then has told nobody).
+    let mut held: Vec<oneshot::Sender<()>> = Vec::new();
     // What queued while Redis could not be reached is dropped, and told, rather than
     // published late: the nodes that missed it have their sessions sync it, and a
     // burst of stale pushes after an outage would only swamp them.
-    let drop_queued = |rx: &mut mpsc::Receiver<Out>| {
+    let drop_queued = |rx: &mut mpsc::Receiver<Out>, held: &mut Vec<oneshot::Sender<()>>| {
         let mut lost = Vec::new();
-        let mut flushes = Vec::new();
         while let Ok(out) = rx.try_recv() {
             match out {
-                Out::Event(channel, _) => lost.push(channel),
-                Out::Flush(done) => flushes.push(done),
+                Out::Event(out) if out.tell => lost.push(out.channel),
+                Out::Event(_) => {}
+                Out::Flush(done) => held.push(done),
             }
         }
         if !lost.is_empty() {
             log.record(lost);
         }
-        for done in flushes {
-            let _ = done.send(());
-        }
     };
     let mut failed = false;
     loop {
-        let mut conn = match client.get_multiplexed_async_connection().await {
+        let mut conn = match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
             Ok(c) => {
                 backoff = Duration::from_millis(100);
                 if std::mem::take(&mut failed) {
-                    drop_queued(&mut rx);
+                    drop_queued(&mut rx, &mut held);
                 }
                 c
             }
             Err(e) => {
                 tracing::warn!(error = %e, "bus publisher cannot reach redis");
                 failed = true;
-                drop_queued(&mut rx);
+                drop_queued(&mut rx, &mut held);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -267,12 +308,6 @@ async fn publisher(
             };
             let drops = log.take();
             let notice = drops.notice(&origin);
-            if notice.is_none() && batch.is_empty() {
-                if closed {
-                    return;
-                }
-                continue;
-            }
             let mut pipe = redis::pipe();
             if let Some(notice) = &notice {
                 pipe.cmd("PUBLISH").arg(NODES_CHANNEL).arg(notice).ignore();
@@ -281,9 +316,14 @@ async fn publisher(
             let mut n = 0;
             for out in batch.drain(..) {
                 match out {
-                    Out::Event(channel, payload) => {
-                        pipe.cmd("PUBLISH").arg(&channel).arg(payload).ignore();
-                        sent.push(channel);
+                    Out::Event(out) => {
+                        pipe.cmd("PUBLISH")
+                            .arg(&out.channel)
+                            .arg(out.payload)
+                            .ignore();
+                        if out.tell {
+                            sent.push(out.channel);
+                        }
                         n += 1;
                     }
                     Out::Flush(done) => flushes.push(done),
@@ -294,12 +334,6 @@ async fn publisher(
             } else {
                 Ok(())
             };
-            // Answered after the events before them, however the pipeline went.
-            let answer_flushes = |flushes: Vec<oneshot::Sender<()>>| {
-                for done in flushes {
-                    let _ = done.send(());
-                }
-            };
             match r {
                 Ok(()) => {
                     metrics::counter!(crate::metrics::PUBLISHES_TOTAL).increment(n);
@@ -307,7 +341,16 @@ async fn publisher(
                         metrics::counter!(crate::metrics::DROP_NOTICES_SENT_TOTAL).increment(1);
                     }
                     sent.clear();
-                    answer_flushes(flushes);
+                    // Everything before these flushes went out, or was told in a
+                    // notice that did (this one, or one before).
+                    if log.is_empty() {
+                        for done in held.drain(..).chain(flushes) {
+                            let _ = done.send(());
+                        }
+                    } else {
+                        held.extend(flushes);
+                        log.wake.notify_one();
+                    }
                 }
                 Err(e) => {
                     // Redis may have carried part of the pipeline: the whole of it is
@@ -317,7 +360,7 @@ async fn publisher(
                     log.put_back(drops);
                     log.record(sent.drain(..));
                     failed = true;
-                    answer_flushes(flushes);
+                    held.extend(flushes);
                     break;
                 }
             }
@@ -336,18 +379,20 @@ async fn subscriber(
     up: Arc<AtomicBool>,
 ) {
     let mut wanted: BTreeSet<Channel> = BTreeSet::new();
-    // Confirmations asked for while down: answered once resubscribed.
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
-        let pubsub = match client.get_async_pubsub().await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "bus subscriber cannot reach redis");
+        let pubsub = match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+            Ok(Ok(p)) => p,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "connect timed out".to_owned(),
+                };
+                tracing::warn!(%error, "bus subscriber cannot reach redis");
                 // Keep the wanted set current while down.
                 while let Ok(cmd) = commands.try_recv() {
-                    apply(&mut wanted, &mut waiting, cmd);
+                    apply(&mut wanted, cmd);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -356,17 +401,15 @@ async fn subscriber(
         };
         let (mut sink, mut stream) = pubsub.split();
         while let Ok(cmd) = commands.try_recv() {
-            apply(&mut wanted, &mut waiting, cmd);
+            apply(&mut wanted, cmd);
         }
         let mut names: Vec<String> = wanted.iter().map(Channel::name).collect();
         names.push(NODES_CHANNEL.to_owned());
-        if let Err(e) = sink.subscribe(&names).await {
-            tracing::warn!(error = %e, "bus resubscribe failed");
+        if let Err(error) = answered(sink.subscribe(&names)).await {
+            tracing::warn!(%error, "bus resubscribe failed");
             tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
-        }
-        for done in waiting.drain(..) {
-            let _ = done.send(());
         }
         backoff = Duration::from_millis(100);
         up.store(true, Ordering::SeqCst);
@@ -389,18 +432,14 @@ async fn subscriber(
                     // Each (un)subscribe is awaited before the next command: a
                     // confirmation comes after every subscribe asked before it.
                     let r = match &cmd {
-                        Command::Subscribe(ch) if !wanted.contains(ch) => sink.subscribe(ch.name()).await,
-                        Command::Unsubscribe(ch) if wanted.contains(ch) => sink.unsubscribe(ch.name()).await,
+                        Command::Subscribe(ch) if !wanted.contains(ch) => answered(sink.subscribe(ch.name())).await,
+                        Command::Unsubscribe(ch) if wanted.contains(ch) => answered(sink.unsubscribe(ch.name())).await,
                         _ => Ok(()),
                     };
-                    match cmd {
-                        Command::Confirm(done) => {
-                            let _ = done.send(());
-                        }
-                        cmd => apply(&mut wanted, &mut waiting, cmd),
-                    }
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "bus (un)subscribe failed");
+                    // Kept wanted either way: a failed one is made on resubscribing.
+                    apply(&mut wanted, cmd);
+                    if let Err(error) = r {
+                        tracing::warn!(%error, "bus (un)subscribe failed");
                         break;
                     }
                 }
@@ -437,6 +476,18 @@ async fn subscriber(
     }
 }
 
+/// A pub/sub request's answer within [`RESPONSE_TIMEOUT`] (a Redis that stopped
+/// answering counts as lost, and is reconnected to).
+async fn answered(
+    request: impl std::future::Future<Output = redis::RedisResult<()>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(RESPONSE_TIMEOUT, request).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("redis did not answer in time".to_owned()),
+    }
+}
+
 /// The notice of another node's [`DropNotice`], if it is one.
 fn drop_notice(msg: &redis::Msg, origin: &str) -> Option<BusNotice> {
     let payload = msg.get_payload::<String>().ok()?;
@@ -456,8 +507,9 @@ fn drop_notice(msg: &redis::Msg, origin: &str) -> Option<BusNotice> {
     })
 }
 
-/// Keeps the wanted set (and the confirmations to answer after resubscribing).
-fn apply(wanted: &mut BTreeSet<Channel>, waiting: &mut Vec<oneshot::Sender<()>>, cmd: Command) {
+/// Keeps the wanted set; a confirmation is answered (in force, or see
+/// [`Command::Confirm`]).
+fn apply(wanted: &mut BTreeSet<Channel>, cmd: Command) {
     match cmd {
         Command::Subscribe(ch) => {
             wanted.insert(ch);
@@ -465,6 +517,8 @@ fn apply(wanted: &mut BTreeSet<Channel>, waiting: &mut Vec<oneshot::Sender<()>>,
         Command::Unsubscribe(ch) => {
             wanted.remove(&ch);
         }
-        Command::Confirm(done) => waiting.push(done),
+        Command::Confirm(done) => {
+            let _ = done.send(());
+        }
     }
 }

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
 
 use chat_testkit::process::SERVICE_KEY;
-use chat_testkit::{Api, Endpoint, Incoming, Node, NodeOptions, RedisServer, TestDb, WsClient};
+use chat_testkit::{
+    Api, Endpoint, Fault, FaultProxy, Incoming, Node, NodeOptions, RedisServer, TestDb, WsClient,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -502,5 +504,56 @@ async fn a_user_moved_out_of_an_audience_unheard_of_stops_seeing_it_on_open_sock
         "pushed after leaving: {frames:?}"
     );
     drop((a, b));
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_node_that_exits_after_a_failed_publish_tells_the_other_nodes_first() {
+    let db = TestDb::create().await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    // Node A reaches Redis through a proxy the test can cut; B directly.
+    let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port).into())
+        .await
+        .unwrap();
+    let mut a = Node::start(
+        NodeOptions::new("node-a", &db)
+            .redis(&proxy.url("redis", ""))
+            .set("CHAT__SERVER__DRAIN_TIMEOUT", "2s"),
+    )
+    .await
+    .unwrap();
+    let b = Node::start(NodeOptions::new("node-b", &db).redis(&redis.url()))
+        .await
+        .unwrap();
+    let (api_a, api_b) = (a.api(), b.api());
+    let (_alice, ta) = api_a.register("exit-alice").await.unwrap();
+    let (bob, tb) = api_b.register("exit-bob").await.unwrap();
+    let conv = api_a.direct(&ta, bob).await.unwrap();
+    let (mut wb, _) = WsClient::connect_hello(&b.ws_url(&tb)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A loses Redis, stores a message (whose push cannot go out) and is told to stop
+    // at once; Redis comes back while it drains.
+    proxy.set(Fault::Cut);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, _) = api_a
+        .send(&ta, conv, "exit-1", "stored, not pushed")
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
+    a.terminate().unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    proxy.set(Fault::Pass);
+    assert!(
+        a.wait_exit(Duration::from_secs(10)).await.unwrap(),
+        "node A did not exit"
+    );
+
+    // Bob hears of it before A is gone: the message itself, or a resync.
+    let frames = frames_for(&mut wb, Duration::from_secs(3)).await;
+    let pushed = !of_type(&frames, "msg").is_empty();
+    let told = !of_type(&frames, "resync").is_empty();
+    assert!(pushed || told, "A exited telling nobody: {frames:?}");
+    drop(b);
     db.drop_now().await.unwrap();
 }

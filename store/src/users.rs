@@ -25,8 +25,8 @@ const USER_BY_ID: &str = "SELECT id, username, display_name, org, roles, jobs, a
 const SEARCH_USERS: &str = "SELECT id, username, display_name FROM users
      WHERE username LIKE $1 ESCAPE '\\' AND id <> 0 ORDER BY username LIMIT $2";
 
-const SET_ATTRIBUTES: &str = "UPDATE users
-     SET org = $2, roles = $3, jobs = $4, attributes_version = attributes_version + 1
+/// The version is counted by a trigger (sql/V4) when the attributes change.
+const SET_ATTRIBUTES: &str = "UPDATE users SET org = $2, roles = $3, jobs = $4
      WHERE id = $1 AND id <> 0 RETURNING attributes_version";
 
 const ATTRIBUTES_OF: &str =
