@@ -45,8 +45,17 @@ const GAP_WAIT: Duration = Duration::from_millis(300);
 /// error before it leaves.
 const LOAD_FAILED_LINGER: Duration = Duration::from_millis(500);
 /// Longest a successor waits for its predecessor's last pushes (bounded by the
-/// predecessor's append timeout and gap reads) before it pushes on its own.
+/// predecessor's append timeout and gap reads) before it pushes on its own. A
+/// predecessor still running then pushes nothing more, and the members here are told
+/// to `resync` (what it held is not pushed by anyone).
 const PREDECESSOR_WAIT: Duration = Duration::from_secs(40);
+/// Longest loading the conversation (kind, members) may take; then every send waiting
+/// is answered `unavailable`, and the actor leaves.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most messages waiting in an actor's mailbox (sends, events of other nodes) while it
+/// loads or waits for its predecessor: past it a send is refused with `rate_limited`,
+/// and an event of another node is dropped and its members told to `resync`.
+pub const MAILBOX: usize = MAX_PENDING_SENDS + 2048;
 
 /// Where the answer of one send of a batch goes: its session (skipped by the push) and
 /// its caller.
@@ -87,6 +96,9 @@ pub struct Conversation {
     predecessor: Option<Predecessor>,
     /// Where to tell a successor that this actor's pushes ended, once stopped.
     handover: Option<Handover>,
+    /// The predecessor did not finish in time: once loaded, the members here are told
+    /// to `resync`.
+    resync_members: bool,
 }
 
 /// How the registry starts a Conversation actor.
@@ -126,6 +138,7 @@ impl Conversation {
             idle_after: start.idle_after,
             predecessor: start.predecessor,
             handover: None,
+            resync_members: false,
         }
     }
 
@@ -136,14 +149,18 @@ impl Conversation {
             .map(|res, act, _ctx| match res {
                 Ok(Ok(Some(next))) => act.order.advance_to(next),
                 Ok(Ok(None)) | Ok(Err(_)) => {}
-                Err(_) => tracing::warn!(conv = %act.id, "predecessor did not stop in time"),
+                Err(_) => {
+                    // Dropping the receiver tells the predecessor to push nothing more.
+                    tracing::warn!(conv = %act.id, "predecessor did not stop in time");
+                    act.resync_members = true;
+                }
             })
     }
 
     fn load(&self) -> impl ActorFuture<Self, Output = ()> + 'static {
         let store = self.store.clone();
         let id = self.id;
-        async move {
+        let read = async move {
             let Some((kind, audience)) = store.conversation_kind(id).await? else {
                 return Err(ChatError::conversation_not_found());
             };
@@ -158,6 +175,11 @@ impl Conversation {
                 member_set: members.iter().copied().collect(),
                 members: Arc::from(members),
             })
+        };
+        async move {
+            tokio::time::timeout(LOAD_TIMEOUT, read)
+                .await
+                .unwrap_or_else(|_| Err(ChatError::unavailable()))
         }
         .into_actor(self)
         .map(|res: Result<Loaded, ChatError>, act, ctx| {
@@ -181,6 +203,9 @@ impl Conversation {
                 });
             }
             act.loaded = res;
+            if std::mem::take(&mut act.resync_members) {
+                act.push(ServerFrame::Resync, None, None);
+            }
         })
     }
 
@@ -378,6 +403,11 @@ impl Conversation {
     /// One frame to the local member sessions (or the audience's).
     fn push(&self, frame: ServerFrame, skip: Option<SessionId>, skip_user: Option<UserId>) {
         let Ok(loaded) = &self.loaded else { return };
+        if self.handover.as_ref().is_some_and(|h| h.is_closed()) {
+            // Stopping, and the successor stopped waiting for this actor: it pushes
+            // now (and had the members resync), so this one must not.
+            return;
+        }
         let frame: ByteString = frame.to_text().into();
         match &loaded.audience {
             Some(audience) => {
@@ -395,7 +425,7 @@ impl Actor for Conversation {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(usize::MAX >> 4);
+        ctx.set_mailbox_capacity(MAILBOX);
         // Nothing else is handled until the predecessor has pushed its last and the
         // conversation is loaded.
         if let Some(p) = self.predecessor.take() {

@@ -22,6 +22,9 @@ pub const DELIVERIES_TOTAL: &str = "chat_deliveries_total";
 pub const SLOW_CONSUMER_CLOSES_TOTAL: &str = "chat_slow_consumer_closes_total";
 /// Joins a node found by reading Postgres, not by hearing them on the bus.
 pub const JOINS_RECONCILED_TOTAL: &str = "chat_joins_reconciled_total";
+/// Events of other nodes a Conversation actor's full mailbox did not take (its
+/// members here were told to `resync`).
+pub const REMOTE_EVENTS_REFUSED_TOTAL: &str = "chat_remote_events_refused_total";
 /// Registers and logins answered `rate_limited`: every password-hash slot was busy.
 pub const PASSWORD_HASHES_REFUSED_TOTAL: &str = "chat_password_hashes_refused_total";
 /// Errors answered to clients, by `code`.
@@ -61,6 +64,10 @@ pub fn register() {
         (
             JOINS_RECONCILED_TOTAL,
             "joins found in Postgres that the bus did not announce",
+        ),
+        (
+            REMOTE_EVENTS_REFUSED_TOTAL,
+            "events of other nodes refused by a full conversation mailbox (members resync)",
         ),
         (
             PASSWORD_HASHES_REFUSED_TOTAL,

@@ -765,6 +765,26 @@ impl Handler<FromBus> for Registry {
 }
 
 impl Registry {
+    /// Hands an event of another node to the conversation's actor. One whose mailbox
+    /// is full (it is loading, or waiting for its predecessor, under a flood) does not
+    /// take it: the sessions concerned are told to `resync` instead (typing aside).
+    fn remote(&mut self, conv: ConvId, channel: Channel, event: Event, ctx: &mut Context<Self>) {
+        let typing = matches!(event, Event::Typing { .. });
+        self.conversation(conv, ctx);
+        // Through the address the registry keeps, not a clone: actix bounds a mailbox
+        // per sending address (each clone may put one more in), so only one address
+        // used for every event sees it full.
+        let Some(addr) = self.conversations.get(&conv) else {
+            return;
+        };
+        if let Err(SendError::Full(_)) = addr.try_send(Remote { event }) {
+            metrics::counter!(m::REMOTE_EVENTS_REFUSED_TOTAL).increment(1);
+            if !typing {
+                self.missed(Some(vec![channel]), ctx);
+            }
+        }
+    }
+
     /// An event of another node, by the channel it came on. Every pair is named: a new
     /// kind of event does not compile until it is routed (or dropped on purpose) here.
     fn bus_event(&mut self, channel: Channel, event: Event, ctx: &mut Context<Self>) {
@@ -775,7 +795,7 @@ impl Registry {
                 if self.audience_users.contains_key(&audience) {
                     let conv = message.conv;
                     let event = Event::Message { message };
-                    self.conversation(conv, ctx).do_send(Remote { event });
+                    self.remote(conv, Channel::Audience(audience), event, ctx);
                 }
             }
             // Audience channels carry messages only.
@@ -792,7 +812,7 @@ impl Registry {
                 event @ (Event::Message { .. } | Event::Read { .. } | Event::Typing { .. }),
             ) => {
                 if self.conv_interest.contains_key(&conv) {
-                    self.conversation(conv, ctx).do_send(Remote { event });
+                    self.remote(conv, Channel::Conversation(conv), event, ctx);
                 }
             }
             // User events travel on user channels.

@@ -31,30 +31,49 @@ pub struct AppState {
 /// socket. Service calls are not limited (the company's backend).
 pub struct WriteLimiter {
     rate: u32,
-    buckets: Mutex<HashMap<UserId, Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+struct Buckets {
+    by_user: HashMap<UserId, Bucket>,
+    /// The map is swept when it grows to this many users: twice what the last sweep
+    /// left (at least [`SWEEP_AT`]), so sweeping costs O(1) per write however many
+    /// users write at once.
+    sweep_at: usize,
+    /// Sweeps so far.
+    sweeps: u64,
 }
 
 /// Buckets idle this long are full again, and forgotten when the map is swept.
 const IDLE_BUCKET: Duration = Duration::from_secs(10);
-/// The map is swept when it grows past this many users.
+/// The least number of users before the map is swept.
 const SWEEP_AT: usize = 10_000;
 
 impl WriteLimiter {
     pub fn new(rate: u32) -> Self {
         WriteLimiter {
             rate,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                by_user: HashMap::new(),
+                sweep_at: SWEEP_AT,
+                sweeps: 0,
+            }),
         }
     }
 
     /// One write of `user`, or `rate_limited`.
     pub fn check(&self, user: UserId) -> Result<(), ApiError> {
         let now = Instant::now();
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= SWEEP_AT {
-            map.retain(|_, b| now.saturating_duration_since(b.last_used()) < IDLE_BUCKET);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.by_user.len() >= buckets.sweep_at {
+            buckets
+                .by_user
+                .retain(|_, b| now.saturating_duration_since(b.last_used()) < IDLE_BUCKET);
+            buckets.sweep_at = (buckets.by_user.len() * 2).max(SWEEP_AT);
+            buckets.sweeps += 1;
         }
-        let ok = map
+        let ok = buckets
+            .by_user
             .entry(user)
             .or_insert_with(|| Bucket::new(self.rate, now))
             .take(now);
@@ -98,5 +117,33 @@ impl AppState {
             .ok_or_else(|| ApiError::unauthorized("unknown user"))?;
         let audiences = user.attributes.audiences();
         Ok(Caller { user, audiences })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_users_writing_at_once_sweep_the_limiter_rarely() {
+        let limiter = WriteLimiter::new(10);
+        for id in 0..50_000 {
+            assert!(limiter.check(UserId(id)).is_ok());
+        }
+        let buckets = limiter.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        // All are fresh, so nothing is forgotten; each sweep doubles the next bound.
+        assert_eq!(buckets.by_user.len(), 50_000);
+        assert!(buckets.sweeps <= 3, "swept {} times", buckets.sweeps);
+    }
+
+    #[test]
+    fn a_user_past_the_rate_is_refused() {
+        let limiter = WriteLimiter::new(5);
+        let ok = (0..20).filter(|_| limiter.check(UserId(7)).is_ok()).count();
+        assert!((5..=6).contains(&ok), "{ok} writes passed");
+        assert!(
+            limiter.check(UserId(8)).is_ok(),
+            "another user is not limited"
+        );
     }
 }

@@ -37,3 +37,93 @@ pub async fn new_user(store: &Store, name: &str) -> chat_wire::UserId {
         .await
         .unwrap()
 }
+
+/// A node's actors on `store` with a local bus: the registry, its directory, and what
+/// a session needs.
+pub struct Actors {
+    pub registry: actix::Addr<chat_actors::registry::Registry>,
+    pub directory: chat_actors::directory::Directory,
+    pub chat: chat_actors::service::Chat,
+}
+
+pub fn actors(store: &Store) -> Actors {
+    use actix::Actor;
+    let writer = chat_actors::writer::Writer::start(
+        store.clone(),
+        chat_actors::writer::WriterConfig::default(),
+        None,
+    );
+    let directory = chat_actors::directory::Directory::new();
+    let bus: std::sync::Arc<dyn chat_bus::Bus> = std::sync::Arc::new(chat_bus::LocalBus);
+    let registry = chat_actors::registry::Registry::new(
+        store.clone(),
+        writer,
+        directory.clone(),
+        bus.clone(),
+        16,
+        Duration::from_secs(3600),
+    )
+    .start();
+    let chat = chat_actors::service::Chat {
+        store: store.clone(),
+        registry: registry.clone(),
+        bus,
+        directory: directory.clone(),
+        max_message_bytes: 1024,
+        max_sync_bytes: 1 << 20,
+        sync_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+    };
+    Actors {
+        registry,
+        directory,
+        chat,
+    }
+}
+
+/// A session of `user` (as the WebSocket handshake would start it, without a socket):
+/// its outbound queue's receiving end, and the session.
+pub async fn session(
+    actors: &Actors,
+    store: &Store,
+    user: chat_wire::UserId,
+    conversations: Vec<chat_store::Held>,
+) -> (
+    chat_actors::session::OutReceiver,
+    actix::Addr<chat_actors::session::Session>,
+    tokio::sync::oneshot::Receiver<actix_ws::CloseReason>,
+) {
+    use chat_actors::session::{OutQueue, Session, SessionConfig, SessionParts};
+    use std::time::Instant;
+    let (out, frames) = OutQueue::new(1 << 16, 1 << 26);
+    let (kill, killed) = tokio::sync::oneshot::channel();
+    let record = store.user(user).await.unwrap().unwrap();
+    let chat = actors.chat.clone();
+    let addr = actix::Actor::create(move |_| {
+        Session::new(SessionParts {
+            id: chat_actors::messages::SessionId(user.0 as u64),
+            user,
+            chat,
+            cfg: std::sync::Arc::new(SessionConfig {
+                node: "n1".into(),
+                heartbeat: Duration::from_secs(30),
+                sends_per_sec: 10,
+                outbound_queue: 1 << 16,
+                outbound_queue_bytes: 1 << 26,
+            }),
+            audiences: record.attributes.audiences(),
+            audiences_version: record.attributes_version,
+            conversations,
+            out,
+            kill,
+            token_expires: Instant::now() + Duration::from_secs(3600),
+        })
+    });
+    // Attached once the directory reaches it.
+    let probe: bytestring::ByteString = "{}".into();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while actors.directory.to_users(&[user], &probe, None, None) == 0 {
+        assert!(Instant::now() < deadline, "the session never attached");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (frames, addr, killed)
+}

@@ -1,0 +1,95 @@
+//! A Conversation actor's mailbox is bounded while it waits (for its predecessor, or
+//! its load): events of other nodes it cannot take are not dropped in silence, its
+//! members here are told to `resync`. The actors themselves on a real Postgres.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on any error
+
+mod common;
+
+use chat_actors::conversation::MAILBOX;
+use chat_actors::messages::{ConversationFor, ConversationIdle, FromBus, Remote};
+use chat_actors::session::Outbound;
+use chat_actors::writer::{Writer, WriterConfig};
+use chat_bus::{BusNotice, Channel, Event};
+use chat_store::{Appended, Held, NewMessage};
+use chat_testkit::TestDb;
+use chat_wire::{Draft, Message, Seq, Tier};
+use common::{actors, new_user, session, store};
+use std::time::{Duration, Instant};
+
+#[actix_rt::test]
+async fn events_an_actor_cannot_take_while_it_waits_make_its_members_resync() {
+    let db = TestDb::create().await.unwrap();
+    let store = store(&db).await;
+    let (a, b) = (
+        new_user(&store, "mb-a").await,
+        new_user(&store, "mb-b").await,
+    );
+    let (conv, _) = store.create_direct(a, b, Tier::Normal).await.unwrap();
+    let writer = Writer::start(store.clone(), WriterConfig::default(), None);
+    let mut stored: Vec<Message> = Vec::new();
+    for i in 1..=4 {
+        let draft = Draft {
+            cid: format!("mb-{i}"),
+            body: format!("m{i}"),
+            tier: None,
+            reply_to: None,
+        };
+        let out = writer
+            .append(conv, vec![NewMessage { sender: a, draft }])
+            .await
+            .unwrap();
+        match out.into_iter().next() {
+            Some(Appended::Stored(m)) => stored.push(m),
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+    let actors = actors(&store);
+    let held = Held {
+        conv,
+        last_seq: Seq(0),
+    };
+    let (mut frames, _session, _killed) = session(&actors, &store, b, vec![held]).await;
+    let registry = actors.registry.clone();
+
+    // The first actor holds 3 (waiting for 2) when it is told to stop: a successor
+    // started now waits for it, and takes nothing meanwhile.
+    let first = registry.send(ConversationFor { conv }).await.unwrap();
+    for i in [1, 3] {
+        first
+            .send(Remote {
+                event: Event::Message {
+                    message: stored[i - 1].clone(),
+                },
+            })
+            .await
+            .unwrap();
+    }
+    registry
+        .send(ConversationIdle {
+            conv,
+            addr: first.clone(),
+        })
+        .await
+        .unwrap();
+    // A flood of events of another node, more than the waiting successor's mailbox.
+    for _ in 0..MAILBOX + 100 {
+        registry.do_send(FromBus(BusNotice::Event {
+            channel: Channel::Conversation(conv),
+            event: Event::Message {
+                message: stored[3].clone(),
+            },
+        }));
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut resync = false;
+    while !resync && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(5), frames.recv()).await {
+            Ok(Some(Outbound::Text(t))) => resync = t.contains(r#""type":"resync""#),
+            Ok(_) | Err(_) => break,
+        }
+    }
+    assert!(resync, "events were refused and nobody was told");
+    drop((registry, actors));
+    db.drop_now().await.unwrap();
+}
