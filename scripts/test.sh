@@ -8,6 +8,8 @@
 #   build       cargo build --workspace --bins
 #   test        cargo test --workspace -- --test-threads=2
 #   bench       a seconds-long smoke of every bench scenario (target/debug/bench --smoke all-new)
+#   chaos       the quick fault run (target/debug/chaos --quick): about 3 minutes, its own
+#               Postgres, Redis, three nodes and HAProxy; fails on any broken invariant
 #   fuzz        schemathesis against the OpenAPI document of one running node
 #
 #   scripts/test.sh
@@ -17,6 +19,8 @@
 #   CARGO_TEST_ARGS    extra words after `--` for cargo test, e.g. a test name filter
 #   SKIP_FUZZ=1        skip the schemathesis step
 #   SKIP_BENCH=1       skip the bench smoke
+#   SKIP_CHAOS=1       skip the quick fault run
+#   CHAOS_SEED         seed of the quick fault run (1; a run is repeatable by its seed)
 #   STEPS              only these steps, e.g. STEPS="static fuzz" (services always run)
 #   FUZZ_EXAMPLES      schemathesis --max-examples per operation (25)
 #   FUZZ_SEED          schemathesis --seed (1; runs are reproducible)
@@ -120,6 +124,21 @@ if want bench; then
         bench_bin="${CARGO_TARGET_DIR:-$CHAT_ROOT/target}/debug/bench"
         [[ -x "$bench_bin" ]] || die "bench binary $bench_bin not found (cargo build --workspace --bins makes it)"
         timeout 300 "$bench_bin" --smoke all-new || die "bench smoke failed (exit $?)"
+    fi
+fi
+
+if want chaos; then
+    if [[ "${SKIP_CHAOS:-0}" == 1 ]]; then
+        step "chaos: skipped (SKIP_CHAOS=1)"
+    else
+        step "chaos: target/debug/chaos --quick --seed ${CHAOS_SEED:-1}"
+        # Kills, pauses and restarts nodes, Redis and Postgres under a load of 200
+        # clients, then checks the whole history; the report and history go to
+        # .run/chaos/.
+        chaos_bin="${CARGO_TARGET_DIR:-$CHAT_ROOT/target}/debug/chaos"
+        [[ -x "$chaos_bin" ]] || die "chaos binary $chaos_bin not found (cargo build --workspace --bins makes it)"
+        timeout 600 "$chaos_bin" --quick --seed "${CHAOS_SEED:-1}" --out "$RUN_DIR/chaos" ||
+            die "chaos run failed (exit $?); see $RUN_DIR/chaos/report-${CHAOS_SEED:-1}.json"
     fi
 fi
 

@@ -14,6 +14,9 @@ pub struct Row {
     pub seq: i64,
     pub sender: i64,
     pub cid: String,
+    /// When its transaction ran, in the run's seconds (Postgres's clock, the same
+    /// machine's).
+    pub stored_at: f64,
 }
 
 /// Who is in each conversation of the run.
@@ -80,15 +83,20 @@ pub struct Input<'a> {
 
 pub fn check(input: &Input) -> (Vec<Check>, Value) {
     let mut checks = Vec::new();
-    let rows_by_conv: BTreeMap<i64, Vec<&Row>> = input.rows.iter().fold(BTreeMap::new(), |mut m, r| {
-        m.entry(r.conv).or_insert_with(Vec::new).push(r);
-        m
-    });
-    let by_key: HashMap<(i64, i64, &str), Vec<&Row>> = input.rows.iter().fold(HashMap::new(), |mut m, r| {
-        m.entry((r.conv, r.sender, r.cid.as_str())).or_insert_with(Vec::new).push(r);
-        m
-    });
-    let clients_by_user: HashMap<i64, &ClientLog> = input.clients.iter().map(|c| (c.user, c)).collect();
+    let rows_by_conv: BTreeMap<i64, Vec<&Row>> =
+        input.rows.iter().fold(BTreeMap::new(), |mut m, r| {
+            m.entry(r.conv).or_insert_with(Vec::new).push(r);
+            m
+        });
+    let by_key: HashMap<(i64, i64, &str), Vec<&Row>> =
+        input.rows.iter().fold(HashMap::new(), |mut m, r| {
+            m.entry((r.conv, r.sender, r.cid.as_str()))
+                .or_insert_with(Vec::new)
+                .push(r);
+            m
+        });
+    let clients_by_user: HashMap<i64, &ClientLog> =
+        input.clients.iter().map(|c| (c.user, c)).collect();
 
     // Every send of the run, with its sender.
     let mut sends: Vec<(i64, &SendOp)> = Vec::new();
@@ -105,24 +113,39 @@ pub fn check(input: &Input) -> (Vec<Check>, Value) {
     let mut lost = Check::new("acked_present_once_for_every_member");
     let mut acked = 0u64;
     for (sender, s) in &sends {
-        let Outcome::Ok { seq, .. } = s.outcome else { continue };
+        let Outcome::Ok { seq, .. } = s.outcome else {
+            continue;
+        };
         acked += 1;
-        let stored = by_key.get(&(s.conv, *sender, s.cid.as_str())).map_or(0, Vec::len);
+        let stored = by_key
+            .get(&(s.conv, *sender, s.cid.as_str()))
+            .map_or(0, Vec::len);
         if stored != 1 {
-            lost.fail(format!("cid {} (conv {}, user {sender}) acked seq {seq}, stored {stored} times", s.cid, s.conv));
+            lost.fail(format!(
+                "cid {} (conv {}, user {sender}) acked seq {seq}, stored {stored} times",
+                s.cid, s.conv
+            ));
             continue;
         }
         if by_key[&(s.conv, *sender, s.cid.as_str())][0].seq != seq {
-            lost.fail(format!("cid {} acked seq {seq}, stored at another seq", s.cid));
+            lost.fail(format!(
+                "cid {} acked seq {seq}, stored at another seq",
+                s.cid
+            ));
         }
         for member in input.membership.members.get(&s.conv).into_iter().flatten() {
-            let Some(c) = clients_by_user.get(member) else { continue };
+            let Some(c) = clients_by_user.get(member) else {
+                continue;
+            };
             let has = c
                 .delivered
                 .get(&s.conv)
                 .is_some_and(|d| d.binary_search_by_key(&seq, |m| m.seq).is_ok());
             if !has {
-                lost.fail(format!("user {member} never got conv {} seq {seq} (cid {})", s.conv, s.cid));
+                lost.fail(format!(
+                    "user {member} never got conv {} seq {seq} (cid {})",
+                    s.conv, s.cid
+                ));
             }
         }
     }
@@ -153,7 +176,12 @@ pub fn check(input: &Input) -> (Vec<Check>, Value) {
             let stored = rows_by_conv.get(conv).map_or(&[][..], |v| v.as_slice());
             let got = c.delivered.get(conv).map_or(&[][..], |v| v.as_slice());
             if got.len() != stored.len() {
-                order.fail(format!("user {} conv {conv}: got {} of {} messages", c.user, got.len(), stored.len()));
+                order.fail(format!(
+                    "user {} conv {conv}: got {} of {} messages",
+                    c.user,
+                    got.len(),
+                    stored.len()
+                ));
                 continue;
             }
             let mut sorted: Vec<&&Row> = stored.iter().collect();
@@ -169,7 +197,10 @@ pub fn check(input: &Input) -> (Vec<Check>, Value) {
             }
         }
         if c.sync_holes > 0 {
-            order.fail(format!("user {}: {} sync answers skipped a seq", c.user, c.sync_holes));
+            order.fail(format!(
+                "user {}: {} sync answers skipped a seq",
+                c.user, c.sync_holes
+            ));
         }
     }
     checks.push(order);
@@ -178,18 +209,37 @@ pub fn check(input: &Input) -> (Vec<Check>, Value) {
     // it; an unknown outcome that was stored is recovered; an error that claimed
     // nothing was stored for a message that was stored before it is counted.
     let mut phantom = Check::new("no_phantom_messages");
-    let known: HashSet<(i64, i64, &str)> = sends.iter().map(|(u, s)| (s.conv, *u, s.cid.as_str())).collect();
+    let known: HashSet<(i64, i64, &str)> = sends
+        .iter()
+        .map(|(u, s)| (s.conv, *u, s.cid.as_str()))
+        .collect();
     for r in input.rows {
         if !known.contains(&(r.conv, r.sender, r.cid.as_str())) {
-            phantom.fail(format!("conv {} seq {} cid {} by {} was never sent", r.conv, r.seq, r.cid, r.sender));
+            phantom.fail(format!(
+                "conv {} seq {} cid {} by {} was never sent",
+                r.conv, r.seq, r.cid, r.sender
+            ));
         }
     }
     checks.push(phantom);
     let mut recovered = 0u64;
     let mut unknown_lost = 0u64;
     let mut failed_but_stored = Check::new("failed_sends_not_stored");
+    // `unavailable` answers given for a message already stored: a COMMIT whose answer
+    // was lost (the contract says such a send may have been stored).
+    let mut unavailable_but_stored = 0u64;
     for (sender, s) in &sends {
         let stored = by_key.contains_key(&(s.conv, *sender, s.cid.as_str()));
+        if let Some(row) = by_key
+            .get(&(s.conv, *sender, s.cid.as_str()))
+            .and_then(|v| v.first())
+        {
+            unavailable_but_stored += s
+                .errors
+                .iter()
+                .filter(|(t, code)| code.contains("unavailable") && row.stored_at < *t)
+                .count() as u64;
+        }
         match &s.outcome {
             Outcome::Unknown if stored => recovered += 1,
             Outcome::Unknown => unknown_lost += 1,
@@ -239,13 +289,17 @@ pub fn check(input: &Input) -> (Vec<Check>, Value) {
         .map(|f| (f.start, f.end + 2.0))
         .collect();
     for (sender, s) in &sends {
-        let Outcome::Ok { seq, at } = s.outcome else { continue };
+        let Outcome::Ok { seq, at } = s.outcome else {
+            continue;
+        };
         let window = (at, at + STALE_AFTER);
         for member in input.membership.members.get(&s.conv).into_iter().flatten() {
             if member == sender {
                 continue;
             }
-            let Some(c) = clients_by_user.get(member) else { continue };
+            let Some(c) = clients_by_user.get(member) else {
+                continue;
+            };
             let connected = c
                 .conns
                 .iter()
@@ -253,14 +307,19 @@ pub fn check(input: &Input) -> (Vec<Check>, Value) {
             if !connected {
                 continue;
             }
-            let known = c.first_known.get(&(s.conv, seq)).copied().unwrap_or(f64::INFINITY);
+            let known = c
+                .first_known
+                .get(&(s.conv, seq))
+                .copied()
+                .unwrap_or(f64::INFINITY);
             if known <= window.1 {
                 continue;
             }
-            let told = c
-                .signals
-                .iter()
-                .any(|(t, sig)| *t >= window.0 && *t <= window.1 && matches!(sig, Signal::Resync | Signal::Gap | Signal::Connect));
+            let told = c.signals.iter().any(|(t, sig)| {
+                *t >= window.0
+                    && *t <= window.1
+                    && matches!(sig, Signal::Resync | Signal::Gap | Signal::Connect)
+            });
             if told {
                 continue;
             }
@@ -287,6 +346,7 @@ pub fn check(input: &Input) -> (Vec<Check>, Value) {
         "operations": sends.len(),
         "acked": acked,
         "recovered_unknown": recovered,
+        "unavailable_but_already_stored": unavailable_but_stored,
         "unknown_not_stored": unknown_lost,
         "stored": input.rows.len(),
         "clients_settled": settled,
@@ -313,13 +373,20 @@ pub fn quantile(v: &mut [f64], p: f64) -> f64 {
 
 /// Ack latencies (seconds) of sends invoked inside / outside fault windows.
 pub fn ack_latencies(input: &Input) -> (Vec<f64>, Vec<f64>) {
-    let windows: Vec<(f64, f64)> = input.faults.iter().map(|f| (f.start, f.end + 2.0)).collect();
+    let windows: Vec<(f64, f64)> = input
+        .faults
+        .iter()
+        .map(|f| (f.start, f.end + 2.0))
+        .collect();
     let (mut with, mut without) = (Vec::new(), Vec::new());
     for c in input.clients {
         for s in &c.sends {
             if let Outcome::Ok { at, .. } = s.outcome {
                 let lat = at - s.invoked;
-                if windows.iter().any(|(a, b)| s.invoked >= *a && s.invoked <= *b) {
+                if windows
+                    .iter()
+                    .any(|(a, b)| s.invoked >= *a && s.invoked <= *b)
+                {
                     with.push(lat);
                 } else {
                     without.push(lat);
@@ -353,9 +420,21 @@ pub fn recovery(input: &Input) -> Vec<Value> {
                 .collect();
             let max = per_client.iter().copied().fold(0.0, f64::max);
             let p99 = quantile(&mut per_client, 0.99);
+            // The sends invoked while the fault lasted: when the last was acked.
+            let backlog = input
+                .clients
+                .iter()
+                .flat_map(|c| &c.sends)
+                .filter(|s| s.invoked >= f.start && s.invoked <= f.end)
+                .filter_map(|s| match s.outcome {
+                    Outcome::Ok { at, .. } => Some(at - f.end),
+                    _ => None,
+                })
+                .fold(0.0, f64::max);
             json!({
                 "kind": f.kind, "node": f.node, "start": round(f.start), "end": round(f.end),
                 "note": f.note, "recover_max_s": round(max), "recover_p99_s": round(p99),
+                "backlog_acked_after_s": round(backlog),
             })
         })
         .collect()

@@ -64,7 +64,10 @@ impl Kind {
     /// Whether pushes may be slow (not lost) while it lasts: the silence checker does
     /// not count a member stale in such a window.
     pub fn slows_pushes(self) -> bool {
-        matches!(self, Kind::Pause | Kind::Delay | Kind::Stalls | Kind::CutRedis | Kind::RestartRedis)
+        matches!(
+            self,
+            Kind::Pause | Kind::Delay | Kind::Stalls | Kind::CutRedis | Kind::RestartRedis
+        )
     }
 
     fn whole_cluster(self) -> bool {

@@ -58,7 +58,13 @@ fn fail(msg: impl Into<String>) -> HarnessError {
 fn main() {
     let args = Args::parse();
     let code = actix_rt::System::new().block_on(async move {
-        match run(args).await {
+        // Ctrl-C drops the run, and with it the world: every process it started and
+        // its Postgres cluster go too.
+        let outcome = tokio::select! {
+            r = run(args) => r,
+            _ = tokio::signal::ctrl_c() => Err(fail("interrupted")),
+        };
+        match outcome {
             Ok(true) => 0,
             Ok(false) => 1,
             Err(e) => {
@@ -77,7 +83,9 @@ async fn run(args: Args) -> Result<bool> {
             .map(|d| d.as_nanos() as u64 % 1_000_000)
             .unwrap_or(1)
     });
-    let duration = args.duration.unwrap_or(if args.quick { 150.0 } else { 600.0 });
+    let duration = args
+        .duration
+        .unwrap_or(if args.quick { 150.0 } else { 600.0 });
     println!(
         "chaos: seed {seed}, {} clients, {} sends/s, {duration} s of load, {} nodes{}",
         args.clients,
@@ -131,7 +139,9 @@ async fn drive(world: &mut world::World, args: &Args, seed: u64, duration: f64) 
             continue;
         }
         let ids: Vec<i64> = group[1..].iter().map(|i| users[*i].0).collect();
-        let conv = api.group(&users[group[0]].1, &format!("group {g}"), &ids).await?;
+        let conv = api
+            .group(&users[group[0]].1, &format!("group {g}"), &ids)
+            .await?;
         members.insert(conv, group.iter().map(|i| users[*i].0).collect());
         for i in group {
             convs_of[*i].push(conv);
@@ -139,6 +149,10 @@ async fn drive(world: &mut world::World, args: &Args, seed: u64, duration: f64) 
     }
 
     let clock = Clock(Instant::now());
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
     let plan = Rc::new(Plan {
         clock,
         lb_port: world.lb_port(),
@@ -186,11 +200,16 @@ async fn drive(world: &mut world::World, args: &Args, seed: u64, duration: f64) 
     for h in handles {
         clients.push(h.await.map_err(|e| fail(format!("client task: {e}")))?);
     }
-    let (notices, broadcast_conv) = notices.await.map_err(|e| fail(format!("broadcaster: {e}")))?;
+    let (notices, broadcast_conv) = notices
+        .await
+        .map_err(|e| fail(format!("broadcaster: {e}")))?;
     if let Some(b) = broadcast_conv {
         members.insert(b, users.iter().map(|(u, _)| *u).collect());
     }
-    println!("  load and settle done at {:.1} s; final reads", clock.now());
+    println!(
+        "  load and settle done at {:.1} s; final reads",
+        clock.now()
+    );
 
     // Final reads (definite answers, over HTTP), then the unread list.
     let mut final_reads = Vec::new();
@@ -203,7 +222,11 @@ async fn drive(world: &mut world::World, args: &Args, seed: u64, duration: f64) 
         mine.sort_unstable();
         let mut answered = Vec::new();
         for conv in mine {
-            let cursor = c.delivered.get(&conv).and_then(|d| d.last()).map_or(0, |m| m.seq);
+            let cursor = c
+                .delivered
+                .get(&conv)
+                .and_then(|d| d.last())
+                .map_or(0, |m| m.seq);
             let floor = c.read_sent.get(&conv).copied().unwrap_or(0).min(cursor);
             let seq = floor + (seed as i64 + conv + user) % (cursor - floor + 1);
             let (status, body) = api.read(token, conv, seq).await?;
@@ -222,13 +245,20 @@ async fn drive(world: &mut world::World, args: &Args, seed: u64, duration: f64) 
                 conv,
                 seq,
                 answered: n,
-                listed: listed["conversations"][conv.to_string()].as_i64().unwrap_or(0),
+                listed: listed["conversations"][conv.to_string()]
+                    .as_i64()
+                    .unwrap_or(0),
             });
         }
     }
 
+    // A connection of its own: Postgres may have restarted since the set-up's.
+    let db = world::connect(&world.db_url).await?;
     let rows: Vec<Row> = db
-        .query("SELECT conv, seq, sender, cid FROM messages", &[])
+        .query(
+            "SELECT conv, seq, sender, cid, extract(epoch FROM created_at)::float8 FROM messages",
+            &[],
+        )
         .await?
         .iter()
         .map(|r| Row {
@@ -236,6 +266,7 @@ async fn drive(world: &mut world::World, args: &Args, seed: u64, duration: f64) 
             seq: r.get(1),
             sender: r.get(2),
             cid: r.get(3),
+            stored_at: r.get::<_, f64>(4) - epoch,
         })
         .collect();
     let membership = Membership { members };
@@ -280,7 +311,11 @@ async fn drive(world: &mut world::World, args: &Args, seed: u64, duration: f64) 
         &history,
         serde_json::to_string(&json!({"clients": clients, "notices": notices, "faults": done}))?,
     )?;
-    println!("report: {}  history: {}", report.display(), history.display());
+    println!(
+        "report: {}  history: {}",
+        report.display(),
+        history.display()
+    );
     Ok(ok)
 }
 
@@ -306,7 +341,10 @@ async fn broadcaster(api: chat_testkit::Api, plan: Rc<Plan>) -> (Vec<SendOp>, Op
         while clock.now() < plan.settle_end && op.outcome == Outcome::Unknown {
             op.attempts += 1;
             let body = json!({"audience": "org/chaos", "body": format!("notice {n}"), "cid": cid});
-            match api.post("/api/v1/broadcasts", Some(SERVICE_KEY), &body).await {
+            match api
+                .post("/api/v1/broadcasts", Some(SERVICE_KEY), &body)
+                .await
+            {
                 Ok((200 | 201, v)) => {
                     let c = v["conversation_id"].as_i64();
                     conv = conv.or(c);
@@ -319,7 +357,10 @@ async fn broadcaster(api: chat_testkit::Api, plan: Rc<Plan>) -> (Vec<SendOp>, Op
                     let code = v["error"]["code"].as_str().unwrap_or("").to_owned();
                     op.errors.push((clock.now(), format!("{status} {code}")));
                     if !matches!(status, 429 | 502 | 503 | 504) {
-                        op.outcome = Outcome::Fail { code, at: clock.now() };
+                        op.outcome = Outcome::Fail {
+                            code,
+                            at: clock.now(),
+                        };
                     } else {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
@@ -344,19 +385,48 @@ fn print_table(summary: &Value, checks: &[checker::Check]) {
     println!("  {:<44} {}", "operations", summary["operations"]);
     println!("  {:<44} {}", "acked", summary["acked"]);
     println!("  {:<44} {}", "stored", summary["stored"]);
-    println!("  {:<44} {}", "unknown outcome, found stored (recovered)", summary["recovered_unknown"]);
-    println!("  {:<44} {}", "unknown outcome, not stored", summary["unknown_not_stored"]);
+    println!(
+        "  {:<44} {}",
+        "unknown outcome, found stored (recovered)", summary["recovered_unknown"]
+    );
+    println!(
+        "  {:<44} {}",
+        "unknown outcome, not stored", summary["unknown_not_stored"]
+    );
+    println!(
+        "  {:<44} {}",
+        "unavailable answered, already stored", summary["unavailable_but_already_stored"]
+    );
     println!("  {:<44} {}", "faults", summary["faults"]);
     println!("  {:<44} {}", "reconnects", summary["reconnects"]);
     println!("  {:<44} {}", "resyncs", summary["resyncs"]);
-    println!("  {:<44} {}", "pushed twice (allowed)", summary["pushed_twice"]);
-    println!("  {:<44} {}", "pushed out of order", summary["pushed_out_of_order"]);
-    println!("  {:<44} {}", "stale while a fault slowed pushes", summary["silent_stale_during_slow_faults"]);
-    println!("  {:<44} {}", "ack ms p50/p99 without faults", format!("{}/{}", summary["ack_ms"]["without_faults"]["p50"], summary["ack_ms"]["without_faults"]["p99"]));
-    println!("  {:<44} {}", "ack ms p50/p99 during faults", format!("{}/{}", summary["ack_ms"]["during_faults"]["p50"], summary["ack_ms"]["during_faults"]["p99"]));
+    println!(
+        "  {:<44} {}",
+        "pushed twice (allowed)", summary["pushed_twice"]
+    );
+    println!(
+        "  {:<44} {}",
+        "pushed out of order", summary["pushed_out_of_order"]
+    );
+    println!(
+        "  {:<44} {}",
+        "stale while a fault slowed pushes", summary["silent_stale_during_slow_faults"]
+    );
+    for (label, key) in [
+        ("ack ms p50/p99 without faults", "without_faults"),
+        ("ack ms p50/p99 during faults", "during_faults"),
+    ] {
+        let a = &summary["ack_ms"][key];
+        println!("  {label:<44} {}/{}", a["p50"], a["p99"]);
+    }
     println!();
     for c in checks {
-        println!("  {:<6} {:<44} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.count);
+        println!(
+            "  {:<6} {:<44} {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.count
+        );
         for e in &c.examples {
             println!("           {e}");
         }

@@ -41,8 +41,14 @@ pub struct Plan {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Outcome {
-    Ok { seq: i64, at: f64 },
-    Fail { code: String, at: f64 },
+    Ok {
+        seq: i64,
+        at: f64,
+    },
+    Fail {
+        code: String,
+        at: f64,
+    },
     /// No definite answer before the run ended: it may or may not have happened.
     Unknown,
 }
@@ -183,7 +189,9 @@ impl Client {
             let url = format!("ws://127.0.0.1:{}/ws?token={}", plan.lb_port, self.token);
             let connected = tokio::time::timeout(Duration::from_secs(5), async {
                 let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.ok()?;
-                let first = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.ok()??;
+                let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                    .await
+                    .ok()??;
                 let hello: Value = match first {
                     Ok(Message::Text(t)) => serde_json::from_str(t.as_str()).ok()?,
                     _ => return None,
@@ -248,7 +256,9 @@ impl Client {
     /// One connection, until it is lost or the client is done.
     async fn session(
         &mut self,
-        ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
         plan: &Plan,
     ) -> Ended {
         let clock = plan.clock;
@@ -285,10 +295,8 @@ impl Client {
                     match v["type"].as_str().unwrap_or("") {
                         "ack" => self.acked(&v, now),
                         "error" => self.refused(&v, now),
-                        "msg" => {
-                            if self.pushed(&v, now) && gap_since.is_none() {
-                                gap_since = Some(now);
-                            }
+                        "msg" if self.pushed(&v, now) && gap_since.is_none() => {
+                            gap_since = Some(now);
                         }
                         "sync" => {
                             self.synced(&v, now);
@@ -418,15 +426,20 @@ impl Client {
         let (conv, seq) = known[self.rng.random_range(0..known.len())];
         let e = self.log.read_sent.entry(conv).or_insert(0);
         *e = (*e).max(seq);
-        Some(Message::text(json!({"type": "read", "conv": conv, "seq": seq}).to_string()))
+        Some(Message::text(
+            json!({"type": "read", "conv": conv, "seq": seq}).to_string(),
+        ))
     }
 
     fn acked(&mut self, v: &Value, now: f64) {
-        let (Some(cid), Some(seq), Some(conv)) = (v["cid"].as_str(), v["seq"].as_i64(), v["conv"].as_i64())
+        let (Some(cid), Some(seq), Some(conv)) =
+            (v["cid"].as_str(), v["seq"].as_i64(), v["conv"].as_i64())
         else {
             return;
         };
-        let Some(p) = self.pending.remove(cid) else { return };
+        let Some(p) = self.pending.remove(cid) else {
+            return;
+        };
         self.log.sends[p.op].outcome = Outcome::Ok { seq, at: now };
         let d = Delivered {
             seq,
@@ -439,7 +452,9 @@ impl Client {
     fn refused(&mut self, v: &Value, now: f64) {
         let Some(cid) = v["ref"].as_str() else { return };
         let code = v["code"].as_str().unwrap_or("").to_owned();
-        let Some(p) = self.pending.get_mut(cid) else { return };
+        let Some(p) = self.pending.get_mut(cid) else {
+            return;
+        };
         let op = p.op;
         self.log.sends[op].errors.push((now, code.clone()));
         if matches!(code.as_str(), "unavailable" | "rate_limited") {
@@ -478,10 +493,14 @@ impl Client {
 
     fn synced(&mut self, v: &Value, now: f64) {
         for c in v["conversations"].as_array().into_iter().flatten() {
-            let Some(conv) = c["id"].as_i64() else { continue };
+            let Some(conv) = c["id"].as_i64() else {
+                continue;
+            };
             let mut expect = self.cursors.get(&conv).copied().unwrap_or(0) + 1;
             for m in c["messages"].as_array().into_iter().flatten() {
-                let Some(seq) = m["seq"].as_i64() else { continue };
+                let Some(seq) = m["seq"].as_i64() else {
+                    continue;
+                };
                 if seq > expect {
                     self.log.sync_holes += 1;
                 }

@@ -4,7 +4,9 @@
 //! proxies of its own) and HAProxy in front of them.
 
 use chat_testkit::process::NodeOptions;
-use chat_testkit::{free_port, Endpoint, FaultProxy, Haproxy, HarnessError, Node, RedisServer, Result};
+use chat_testkit::{
+    free_port, Endpoint, FaultProxy, Haproxy, HarnessError, Node, RedisServer, Result,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +19,10 @@ fn fail(msg: impl Into<String>) -> HarnessError {
 /// Where the Postgres server programs are: `initdb` on the PATH, or the newest
 /// `/usr/lib/postgresql/<version>/bin`.
 fn pg_bin_dir() -> Result<PathBuf> {
-    if let Ok(out) = Command::new("sh").args(["-c", "command -v initdb"]).output() {
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
+    {
         let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if out.status.success() && !path.is_empty() {
             let real = std::fs::canonicalize(&path)?;
@@ -76,7 +81,11 @@ impl PgCluster {
             port: free_port(),
             as_postgres,
         };
-        pg.run_pg("initdb", &["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], true)?;
+        pg.run_pg(
+            "initdb",
+            &["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            true,
+        )?;
         Ok(pg)
     }
 
@@ -107,7 +116,11 @@ impl PgCluster {
             self.dir.display()
         );
         let log = self.log.display().to_string();
-        self.run_pg("pg_ctl", &["-w", "-t", "60", "-l", &log, "-o", &options, "start"], true)
+        self.run_pg(
+            "pg_ctl",
+            &["-w", "-t", "60", "-l", &log, "-o", &options, "start"],
+            true,
+        )
     }
 
     /// `mode`: `fast` (clients are disconnected, a clean shutdown) or `immediate` (a
@@ -159,7 +172,9 @@ impl Slot {
 
     pub fn signal(&self, sig: &str) -> Result<()> {
         if let Some(pid) = self.node.pid() {
-            run(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()))?;
+            run(Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string()))?;
         }
         Ok(())
     }
