@@ -128,3 +128,55 @@ async fn nodes_killed_under_load_lose_nothing_acked() {
     drop(nodes);
     db.drop_now().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_send_whose_commit_answer_was_lost_is_stored_once_acked_on_retry_and_pushed() {
+    use chat_testkit::{Fault, FaultProxy, WsClient};
+    let db = TestDb::create().await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    // Node A reaches Postgres through a proxy that can lose a COMMIT's answer.
+    let proxy = FaultProxy::start(([127, 0, 0, 1], db.port()).into())
+        .await
+        .unwrap();
+    let mut opts = NodeOptions::new("node-a", &db).redis(&redis.url());
+    opts.database_url = db.url_via(proxy.port);
+    let a = Node::start(opts).await.unwrap();
+    let b = Node::start(NodeOptions::new("node-b", &db).redis(&redis.url()))
+        .await
+        .unwrap();
+    let (api_a, api_b) = (a.api(), b.api());
+    let (_alice, ta) = api_a.register("lost-commit-a").await.unwrap();
+    let (bob, tb) = api_b.register("lost-commit-b").await.unwrap();
+    let conv = api_a.direct(&ta, bob).await.unwrap();
+    let (mut wb, _) = WsClient::connect_hello(&b.ws_url(&tb)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    proxy.set(Fault::LoseCommitAnswer);
+    let (first, body) = api_a.send(&ta, conv, "lost-1", "committed").await.unwrap();
+    assert_eq!(proxy.lost_commits(), 1, "the COMMIT went by the proxy");
+    assert_eq!(first, 503, "the node cannot know it committed: {body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    // It did commit: the retry with the same cid gets it back, stored once.
+    let (again, body) = api_a.send(&ta, conv, "lost-1", "committed").await.unwrap();
+    assert_eq!(again, 200, "a retry of a stored send: {body}");
+    assert_eq!(body["seq"], 1);
+    assert_eq!(
+        db.stored(conv).await.unwrap(),
+        vec![(1, "lost-1".to_owned())]
+    );
+    // And bob hears of it, pushed or told to sync.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut heard = false;
+    while !heard && Instant::now() < deadline {
+        match wb.recv(Duration::from_secs(1)).await {
+            Ok(chat_testkit::Incoming::Json(v)) => {
+                heard = (v["type"] == "msg" && v["seq"] == 1) || v["type"] == "resync"
+            }
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    assert!(heard, "bob never heard of the message");
+    drop((a, b));
+    db.drop_now().await.unwrap();
+}

@@ -70,6 +70,21 @@ impl TestDb {
         Ok(TestDb { name, url })
     }
 
+    /// The Postgres server's port (from the URL; 5432 when it names none).
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(5432)
+    }
+
+    /// This database's URL on another port of loopback (a [`crate::FaultProxy`]'s).
+    pub fn url_via(&self, port: u16) -> String {
+        self.url
+            .replace(&format!(":{}/", self.port()), &format!(":{port}/"))
+    }
+
     /// A client connected to this database, for checks and bulk set-up in SQL.
     pub async fn client(&self) -> Result<tokio_postgres::Client> {
         let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;

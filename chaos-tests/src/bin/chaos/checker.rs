@@ -357,6 +357,7 @@ pub fn check(input: &Input) -> (Vec<Check>, Value) {
         "failed_connects": input.clients.iter().map(|c| u64::from(c.failed_connects)).sum::<u64>(),
         "resyncs": input.clients.iter().map(|c| c.signals.iter().filter(|(_, s)| *s == Signal::Resync).count()).sum::<usize>(),
         "syncs": input.clients.iter().map(|c| c.syncs).sum::<u64>(),
+        "syncs_refused": input.clients.iter().map(|c| c.sync_refusals).sum::<u64>(),
         "broadcast_conv": input.broadcast_conv,
     });
     (checks, summary)
@@ -442,4 +443,135 @@ pub fn recovery(input: &Input) -> Vec<Value> {
 
 pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{Conn, Delivered};
+
+    fn row(conv: i64, seq: i64, sender: i64, cid: &str) -> Row {
+        Row {
+            conv,
+            seq,
+            sender,
+            cid: cid.into(),
+            stored_at: seq as f64,
+        }
+    }
+
+    fn send(cid: &str, conv: i64, seq: i64, at: f64) -> SendOp {
+        SendOp {
+            cid: cid.into(),
+            conv,
+            invoked: at - 0.01,
+            attempts: 1,
+            errors: Vec::new(),
+            outcome: Outcome::Ok { seq, at },
+        }
+    }
+
+    fn client(user: i64, sends: Vec<SendOp>, got: &[(i64, i64, i64, &str)]) -> ClientLog {
+        let mut c = ClientLog {
+            user,
+            sends,
+            settled: true,
+            ..ClientLog::default()
+        };
+        c.conns.push(Conn {
+            opened: 0.0,
+            closed: None,
+            node: "node-1".into(),
+            close_code: None,
+        });
+        for (conv, seq, sender, cid) in got {
+            c.delivered.entry(*conv).or_default().push(Delivered {
+                seq: *seq,
+                sender: *sender,
+                cid: (*cid).into(),
+            });
+            c.first_known.insert((*conv, *seq), *seq as f64 + 0.1);
+        }
+        c
+    }
+
+    fn failed(clients: &[ClientLog], rows: &[Row], reads: &[FinalRead]) -> Vec<&'static str> {
+        let membership = Membership {
+            members: BTreeMap::from([(7, vec![1, 2])]),
+        };
+        let input = Input {
+            clients,
+            notices: &[],
+            faults: &[],
+            rows,
+            membership: &membership,
+            final_reads: reads,
+            broadcast_conv: None,
+        };
+        check(&input)
+            .0
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let rows = [row(7, 1, 1, "a"), row(7, 2, 2, "b")];
+        let both = [(7, 1, 1, "a"), (7, 2, 2, "b")];
+        let clients = [
+            client(1, vec![send("a", 7, 1, 1.0)], &both),
+            client(2, vec![send("b", 7, 2, 2.0)], &both),
+        ];
+        let reads = [FinalRead {
+            user: 1,
+            conv: 7,
+            seq: 1,
+            answered: 1,
+            listed: 1,
+        }];
+        assert!(failed(&clients, &rows, &reads).is_empty());
+    }
+
+    #[test]
+    fn a_lost_ack_a_gap_a_phantom_and_a_wrong_unread_are_each_caught() {
+        // "b" was acked at seq 2 but is not stored; "x" is stored and nobody sent it.
+        let rows = [row(7, 1, 1, "a"), row(7, 3, 2, "x")];
+        let clients = [
+            client(1, vec![send("a", 7, 1, 1.0)], &[(7, 1, 1, "a")]),
+            client(2, vec![send("b", 7, 2, 2.0)], &[(7, 1, 1, "a")]),
+        ];
+        let reads = [FinalRead {
+            user: 1,
+            conv: 7,
+            seq: 1,
+            answered: 0,
+            listed: 0,
+        }];
+        let f = failed(&clients, &rows, &reads);
+        for name in [
+            "acked_present_once_for_every_member",
+            "stored_seqs_without_gap_or_duplicate",
+            "each_client_got_each_stream_in_order_once",
+            "no_phantom_messages",
+            "final_unread_matches_arithmetic",
+        ] {
+            assert!(f.contains(&name), "{name} not caught: {f:?}");
+        }
+    }
+
+    #[test]
+    fn a_member_that_never_heard_of_a_message_and_was_not_told_is_silent_stale() {
+        let rows = [row(7, 1, 1, "a")];
+        let mut late = client(2, Vec::new(), &[(7, 1, 1, "a")]);
+        // Known only 20 s after the ack, with no resync, gap or reconnect meanwhile.
+        late.first_known.insert((7, 1), 21.0);
+        let clients = [
+            client(1, vec![send("a", 7, 1, 1.0)], &[(7, 1, 1, "a")]),
+            late,
+        ];
+        let f = failed(&clients, &rows, &[]);
+        assert_eq!(f, vec!["no_silent_stale_member"]);
+    }
 }

@@ -81,8 +81,9 @@ impl Kind {
     }
 }
 
-/// The schedule of a run: the kinds `quick` must hold first (shuffled), then random
-/// ones, spaced so that the cluster recovers between faults.
+/// The schedule of a run: the kinds `quick` must hold first (shuffled), then every
+/// kind once in a shuffled round, round after round (so a soak meets each kind as
+/// often as the others), spaced so that the cluster recovers between faults.
 pub fn schedule(seed: u64, start: f64, end: f64, nodes: usize, must: &[Kind]) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(seed);
     const ALL: [Kind; 11] = [
@@ -98,20 +99,25 @@ pub fn schedule(seed: u64, start: f64, end: f64, nodes: usize, must: &[Kind]) ->
         Kind::Stalls,
         Kind::LoseCommit,
     ];
-    let mut kinds: Vec<Kind> = must.to_vec();
     // Fisher-Yates with the run's rng, so the order is the seed's too.
-    for i in (1..kinds.len()).rev() {
-        let j = rng.random_range(0..=i);
-        kinds.swap(i, j);
-    }
+    let shuffle = |rng: &mut StdRng, kinds: &mut Vec<Kind>| {
+        for i in (1..kinds.len()).rev() {
+            let j = rng.random_range(0..=i);
+            kinds.swap(i, j);
+        }
+    };
+    let mut kinds: Vec<Kind> = must.to_vec();
+    shuffle(&mut rng, &mut kinds);
     let mut out = Vec::new();
     let mut at = start;
     let mut i = 0;
     loop {
-        let kind = kinds
-            .get(i)
-            .copied()
-            .unwrap_or_else(|| ALL[rng.random_range(0..ALL.len())]);
+        if i == kinds.len() {
+            let mut round = ALL.to_vec();
+            shuffle(&mut rng, &mut round);
+            kinds.extend(round);
+        }
+        let kind = kinds[i];
         let hold = match kind {
             Kind::Pause => rng.random_range(10.0..20.0),
             Kind::CutRedis | Kind::CutPostgres => rng.random_range(3.0..10.0),
@@ -270,4 +276,43 @@ async fn restart(slot: &mut crate::world::Slot) -> Result<()> {
         }
     }
     Err(last.unwrap_or_else(|| chat_testkit::HarnessError::Timeout("restart".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_is_its_seeds_and_a_soak_meets_every_kind() {
+        let a = schedule(42, 10.0, 595.0, 3, &[]);
+        let b = schedule(42, 10.0, 595.0, 3, &[]);
+        let key = |s: &[Planned]| {
+            s.iter()
+                .map(|p| (p.kind, p.node, p.at.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&a), key(&b), "the same seed, the same schedule");
+        assert!(a.len() >= 30, "only {} faults in a soak", a.len());
+        let kinds: std::collections::HashSet<Kind> = a.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds.len(), 11, "kinds met: {kinds:?}");
+        for w in a.windows(2) {
+            assert!(w[1].at >= w[0].at + w[0].hold, "faults overlap: {w:?}");
+        }
+    }
+
+    #[test]
+    fn quick_holds_what_it_must() {
+        let must = [
+            Kind::Kill,
+            Kind::Kill,
+            Kind::Kill,
+            Kind::Pause,
+            Kind::LoseCommit,
+        ];
+        let s = schedule(1, 10.0, 145.0, 3, &must);
+        let kills = s.iter().filter(|p| p.kind == Kind::Kill).count();
+        assert!(kills >= 3, "{kills} kills");
+        assert!(s.iter().any(|p| p.kind == Kind::Pause));
+        assert!(s.iter().any(|p| p.kind == Kind::LoseCommit));
+    }
 }

@@ -63,6 +63,7 @@ fn main() {
         let outcome = tokio::select! {
             r = run(args) => r,
             _ = tokio::signal::ctrl_c() => Err(fail("interrupted")),
+            _ = terminated() => Err(fail("terminated")),
         };
         match outcome {
             Ok(true) => 0,
@@ -74,6 +75,16 @@ fn main() {
         }
     });
     std::process::exit(code);
+}
+
+/// SIGTERM (as `timeout` sends it).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            term.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
 }
 
 async fn run(args: Args) -> Result<bool> {

@@ -111,6 +111,8 @@ pub struct ClientLog {
     /// A sync answer that skipped a seq it should have held.
     pub sync_holes: u64,
     pub syncs: u64,
+    /// Syncs answered with an error (asked again).
+    pub sync_refusals: u64,
     /// Highest seq this client sent in a `read`, per conversation.
     pub read_sent: BTreeMap<i64, i64>,
     /// The client finished its final sync.
@@ -294,6 +296,15 @@ impl Client {
                     let now = clock.now();
                     match v["type"].as_str().unwrap_or("") {
                         "ack" => self.acked(&v, now),
+                        // A refused sync (too many at once on the node, Postgres
+                        // away) is asked again on the next tick.
+                        "error" if v["ref"] == "sync" => {
+                            self.log.sync_refusals += 1;
+                            sync_in_flight = false;
+                            if gap_since.is_none() && !final_sync_done {
+                                gap_since = Some(now - GAP_WAIT);
+                            }
+                        }
                         "error" => self.refused(&v, now),
                         "msg" if self.pushed(&v, now) && gap_since.is_none() => {
                             gap_since = Some(now);
@@ -373,6 +384,10 @@ impl Client {
                         }
                         sync_in_flight = true;
                         out.push(self.sync_frame());
+                    }
+                    if now > plan.settle_end + 45.0 {
+                        // It never got to the end: the checker says so.
+                        return Ended::Finished;
                     }
                     if final_sync_done && !self.has_hole() {
                         self.log.settled = true;
