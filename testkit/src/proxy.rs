@@ -23,7 +23,8 @@ pub enum Fault {
     Pass,
     /// Open connections are closed; new ones are closed on accept.
     Cut,
-    /// Connections stay open (and new ones are accepted), but nothing is carried.
+    /// Connections stay open (and new ones are accepted), but nothing is carried
+    /// until the fault ends: then what was held goes on, as TCP would retransmit it.
     BlackHole,
     /// Each chunk waits this long before it is carried on.
     Delay(Duration),
@@ -157,10 +158,15 @@ impl Pump {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
+                    // Held (and nothing more read) while the link is a black hole.
+                    while *mode.borrow_and_update() == Fault::BlackHole {
+                        if mode.changed().await.is_err() {
+                            return;
+                        }
+                    }
                     let fault = *mode.borrow();
                     match fault {
-                        Fault::Cut => return,
-                        Fault::BlackHole => continue,
+                        Fault::Cut | Fault::BlackHole => return,
                         Fault::Delay(d) => tokio::time::sleep(d).await,
                         Fault::Pass => {}
                         Fault::LoseCommitAnswer => {
