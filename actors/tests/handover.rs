@@ -7,18 +7,15 @@
 
 mod common;
 
-use common::{new_user, store};
+use common::{direct_with_messages, store};
 
 use actix::prelude::*;
 use chat_actors::directory::Directory;
 use chat_actors::messages::{ConversationFor, ConversationIdle, Remote, SessionId, SlowConsumer};
 use chat_actors::registry::Registry;
 use chat_actors::session::{OutQueue, Outbound};
-use chat_actors::writer::{Writer, WriterConfig};
 use chat_bus::{Event, LocalBus};
-use chat_store::{Appended, NewMessage};
 use chat_testkit::TestDb;
-use chat_wire::{Draft, Message, Tier};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,35 +35,8 @@ impl Handler<SlowConsumer> for Quiet {
 async fn a_successor_pushes_only_after_its_stopping_predecessor_has_pushed_all_it_held() {
     let db = TestDb::create().await.unwrap();
     let store = store(&db).await;
-    let (a, b) = (
-        new_user(&store, "ho-a").await,
-        new_user(&store, "ho-b").await,
-    );
-    let (conv, _) = store.create_direct(a, b, Tier::Normal).await.unwrap();
     // Four messages committed (as if by another node, whose events come by hand).
-    let writer = Writer::start(store.clone(), WriterConfig::default(), None);
-    let mut stored: Vec<Message> = Vec::new();
-    for i in 1..=4 {
-        let out = writer
-            .append(
-                conv,
-                vec![NewMessage {
-                    sender: a,
-                    draft: Draft {
-                        cid: format!("ho-{i}"),
-                        body: format!("m{i}"),
-                        tier: None,
-                        reply_to: None,
-                    },
-                }],
-            )
-            .await
-            .unwrap();
-        match out.into_iter().next() {
-            Some(Appended::Stored(m)) => stored.push(m),
-            other => panic!("not stored: {other:?}"),
-        }
-    }
+    let (conv, _a, b, stored, writer) = direct_with_messages(&store, "ho", 4).await;
     let directory = Directory::new();
     let registry = Registry::new(
         store.clone(),

@@ -8,41 +8,18 @@ mod common;
 use chat_actors::conversation::MAILBOX;
 use chat_actors::messages::{ConversationFor, ConversationIdle, FromBus, Remote};
 use chat_actors::session::Outbound;
-use chat_actors::writer::{Writer, WriterConfig};
 use chat_bus::{BusNotice, Channel, Event};
-use chat_store::{Appended, Held, NewMessage};
+use chat_store::Held;
 use chat_testkit::TestDb;
-use chat_wire::{Draft, Message, Seq, Tier};
-use common::{actors, new_user, session, store};
+use chat_wire::Seq;
+use common::{actors, direct_with_messages, session, store};
 use std::time::{Duration, Instant};
 
 #[actix_rt::test]
 async fn events_an_actor_cannot_take_while_it_waits_make_its_members_resync() {
     let db = TestDb::create().await.unwrap();
     let store = store(&db).await;
-    let (a, b) = (
-        new_user(&store, "mb-a").await,
-        new_user(&store, "mb-b").await,
-    );
-    let (conv, _) = store.create_direct(a, b, Tier::Normal).await.unwrap();
-    let writer = Writer::start(store.clone(), WriterConfig::default(), None);
-    let mut stored: Vec<Message> = Vec::new();
-    for i in 1..=4 {
-        let draft = Draft {
-            cid: format!("mb-{i}"),
-            body: format!("m{i}"),
-            tier: None,
-            reply_to: None,
-        };
-        let out = writer
-            .append(conv, vec![NewMessage { sender: a, draft }])
-            .await
-            .unwrap();
-        match out.into_iter().next() {
-            Some(Appended::Stored(m)) => stored.push(m),
-            other => panic!("not stored: {other:?}"),
-        }
-    }
+    let (conv, _a, b, stored, _writer) = direct_with_messages(&store, "mb", 4).await;
     let actors = actors(&store);
     let held = Held {
         conv,

@@ -127,3 +127,51 @@ pub async fn session(
     }
     (frames, addr, killed)
 }
+
+/// A direct conversation of two new users (`<prefix>-a` writes) holding `n` messages
+/// committed through a writer, as another node would have: (conversation, a, b,
+/// messages, the writer).
+pub async fn direct_with_messages(
+    store: &Store,
+    prefix: &str,
+    n: usize,
+) -> (
+    chat_wire::ConvId,
+    chat_wire::UserId,
+    chat_wire::UserId,
+    Vec<chat_wire::Message>,
+    chat_actors::writer::Writer,
+) {
+    use chat_store::{Appended, NewMessage};
+    let (a, b) = (
+        new_user(store, &format!("{prefix}-a")).await,
+        new_user(store, &format!("{prefix}-b")).await,
+    );
+    let (conv, _) = store
+        .create_direct(a, b, chat_wire::Tier::Normal)
+        .await
+        .unwrap();
+    let writer = chat_actors::writer::Writer::start(
+        store.clone(),
+        chat_actors::writer::WriterConfig::default(),
+        None,
+    );
+    let mut stored = Vec::new();
+    for i in 1..=n {
+        let draft = chat_wire::Draft {
+            cid: format!("{prefix}-{i}"),
+            body: format!("m{i}"),
+            tier: None,
+            reply_to: None,
+        };
+        let out = writer
+            .append(conv, vec![NewMessage { sender: a, draft }])
+            .await
+            .unwrap();
+        match out.into_iter().next() {
+            Some(Appended::Stored(m)) => stored.push(m),
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+    (conv, a, b, stored, writer)
+}

@@ -393,36 +393,31 @@ async fn broadcaster(api: chat_testkit::Api, plan: Rc<Plan>) -> (Vec<SendOp>, Op
 
 fn print_table(summary: &Value, checks: &[checker::Check]) {
     println!();
-    println!("  {:<44} {}", "operations", summary["operations"]);
-    println!("  {:<44} {}", "acked", summary["acked"]);
-    println!("  {:<44} {}", "stored", summary["stored"]);
-    println!(
-        "  {:<44} {}",
-        "unknown outcome, found stored (recovered)", summary["recovered_unknown"]
-    );
-    println!(
-        "  {:<44} {}",
-        "unknown outcome, not stored", summary["unknown_not_stored"]
-    );
-    println!(
-        "  {:<44} {}",
-        "unavailable answered, already stored", summary["unavailable_but_already_stored"]
-    );
-    println!("  {:<44} {}", "faults", summary["faults"]);
-    println!("  {:<44} {}", "reconnects", summary["reconnects"]);
-    println!("  {:<44} {}", "resyncs", summary["resyncs"]);
-    println!(
-        "  {:<44} {}",
-        "pushed twice (allowed)", summary["pushed_twice"]
-    );
-    println!(
-        "  {:<44} {}",
-        "pushed out of order", summary["pushed_out_of_order"]
-    );
-    println!(
-        "  {:<44} {}",
-        "stale while a fault slowed pushes", summary["silent_stale_during_slow_faults"]
-    );
+    for (label, key) in [
+        ("operations", "operations"),
+        ("acked", "acked"),
+        ("stored", "stored"),
+        (
+            "unknown outcome, found stored (recovered)",
+            "recovered_unknown",
+        ),
+        ("unknown outcome, not stored", "unknown_not_stored"),
+        (
+            "unavailable answered, already stored",
+            "unavailable_but_already_stored",
+        ),
+        ("faults", "faults"),
+        ("reconnects", "reconnects"),
+        ("resyncs", "resyncs"),
+        ("pushed twice (allowed)", "pushed_twice"),
+        ("pushed out of order", "pushed_out_of_order"),
+        (
+            "stale while a fault slowed pushes",
+            "silent_stale_during_slow_faults",
+        ),
+    ] {
+        println!("  {label:<44} {}", summary[key]);
+    }
     for (label, key) in [
         ("ack ms p50/p99 without faults", "without_faults"),
         ("ack ms p50/p99 during faults", "during_faults"),
