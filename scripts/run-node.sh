@@ -4,8 +4,8 @@
 #
 #   scripts/run-node.sh [NODE ARGS...]
 #
-# Uses config/local.toml (your own, untracked) as --config when it exists. Extra
-# arguments go to chat-node. Any CHAT__SECTION__KEY variable you set wins, e.g.
+# Uses config/local.toml (tracked: a public development secret and service key) as
+# --config. Extra arguments go to chat-node. Any CHAT__SECTION__KEY variable you set wins, e.g.
 #   CHAT__SERVER__BIND=127.0.0.1:9000 scripts/run-node.sh
 #
 # Environment:
