@@ -233,16 +233,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Resolves the caller from the `Authorization` header.
-pub fn principal(state: &AppState, req: &HttpRequest) -> Result<Principal, ApiError> {
-    let token = bearer(req).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-    if state
+/// Whether `token` is one of `api.service_keys`.
+pub fn is_service_key(state: &AppState, token: &str) -> bool {
+    state
         .settings
         .api
         .service_keys
         .iter()
         .any(|k| constant_time_eq(k.as_bytes(), token.as_bytes()))
-    {
+}
+
+/// Resolves the caller from the `Authorization` header.
+pub fn principal(state: &AppState, req: &HttpRequest) -> Result<Principal, ApiError> {
+    let token = bearer(req).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    if is_service_key(state, token) {
         return Ok(Principal::Service);
     }
     state

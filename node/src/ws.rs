@@ -83,6 +83,12 @@ pub async fn upgrade(
     let token = bearer
         .or(query.into_inner().token)
         .ok_or_else(|| ApiError::unauthorized("missing token"))?;
+    // As on every user call: the key is valid, it is the wrong kind of caller.
+    if crate::auth::is_service_key(&state, &token) {
+        return Err(ApiError::forbidden(
+            "a service key cannot open a socket; use a user token",
+        ));
+    }
     let verified = state
         .tokens
         .verify(&token)

@@ -4,7 +4,7 @@
 
 mod common;
 use chat_testkit::fixtures::{mint, now, rows, user, T};
-use chat_testkit::process::TEST_SECRET;
+use chat_testkit::process::{SERVICE_KEY, TEST_SECRET};
 use chat_testkit::TestDb;
 use chat_testkit::{Endpoint, Incoming, WsClient};
 use common::{node, node_with, process_node};
@@ -273,6 +273,13 @@ async fn handshake_refusals_heartbeat_and_token_expiry() {
     assert!(matches!(r, Err(chat_testkit::HarnessError::Http(ref s)) if s == "status 401"));
     let r = WsClient::connect_with(&node.ws_url(&a.token), Some("https://evil.example")).await;
     assert!(matches!(r, Err(chat_testkit::HarnessError::Http(ref s)) if s == "status 403"));
+    // A service key is a valid credential of the wrong kind, as on user calls: 403.
+    let r = WsClient::connect_with(&node.ws_url(SERVICE_KEY), origin).await;
+    assert!(
+        matches!(r, Err(chat_testkit::HarnessError::Http(ref s)) if s == "status 403"),
+        "{:?}",
+        r.err()
+    );
 
     // Connection limit per user.
     let mut c1 = WsClient::connect_with(&node.ws_url(&a.token), origin)
