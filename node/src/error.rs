@@ -101,7 +101,7 @@ pub mod extract {
                 ApiError::bad_request("expected Content-Type: application/json")
             }
             JsonPayloadError::Deserialize(e) => {
-                ApiError::bad_request(format!("invalid JSON body: {e}"))
+                ApiError::bad_request(format!("invalid JSON body: {}", plain(&e.to_string())))
             }
             other => ApiError::bad_request(format!("invalid request body: {other}")),
         };
@@ -109,11 +109,52 @@ pub mod extract {
     }
 
     pub fn query(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-        ApiError::bad_request(format!("invalid query: {err}")).into()
+        let detail = match &err {
+            QueryPayloadError::Deserialize(e) => plain(&e.to_string()),
+            other => plain(&other.to_string()),
+        };
+        ApiError::bad_request(format!("invalid query: {detail}")).into()
     }
 
-    pub fn path(err: PathError, _req: &HttpRequest) -> actix_web::Error {
-        ApiError::bad_request(format!("invalid path: {err}")).into()
+    pub fn path(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
+        // Every path parameter is an id.
+        ApiError::bad_request("invalid path: an id in the path is not an integer").into()
+    }
+
+    /// A deserializer's message in the words of the API: no Rust type or struct names.
+    pub(crate) fn plain(message: &str) -> String {
+        let mut out = Vec::new();
+        let mut words = message.split(' ').peekable();
+        while let Some(w) = words.next() {
+            let (core, tail) = w
+                .find(|c: char| !c.is_alphanumeric() && c != '_')
+                .map_or((w, ""), |i| w.split_at(i));
+            let replaced = match core {
+                "i8" | "i16" | "i32" | "i64" | "isize" => Some("an integer"),
+                "u8" | "u16" | "u32" | "u64" | "usize" => Some("a non-negative integer"),
+                "f32" | "f64" => Some("a number"),
+                "struct" | "enum" if words.peek().is_some() => {
+                    // `struct SendBody`, `enum Tier`: the name is internal.
+                    let next = words.next().unwrap_or_default();
+                    let rest = next
+                        .find(|c: char| !c.is_alphanumeric() && c != '_')
+                        .map_or("", |i| &next[i..]);
+                    let what = if core == "struct" {
+                        "an object"
+                    } else {
+                        "one of the allowed values"
+                    };
+                    out.push(format!("{what}{rest}"));
+                    continue;
+                }
+                _ => None,
+            };
+            match replaced {
+                Some(r) => out.push(format!("{r}{tail}")),
+                None => out.push(w.to_owned()),
+            }
+        }
+        out.join(" ")
     }
 
     /// Any route that does not exist.
@@ -132,5 +173,31 @@ pub mod extract {
 impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
         ApiError::new(e.code, e.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extract::plain;
+
+    #[test]
+    fn deserializer_messages_lose_their_rust_names() {
+        assert_eq!(
+            plain("invalid type: string \"x\", expected i64 at line 1 column 9"),
+            "invalid type: string \"x\", expected an integer at line 1 column 9"
+        );
+        assert_eq!(
+            plain("invalid type: integer `5`, expected struct SendBody at line 1 column 1"),
+            "invalid type: integer `5`, expected an object at line 1 column 1"
+        );
+        assert_eq!(
+            plain("unknown variant `x`, expected enum Tier"),
+            "unknown variant `x`, expected one of the allowed values"
+        );
+        assert_eq!(
+            plain("expected u32, found -1"),
+            "expected a non-negative integer, found -1"
+        );
+        assert_eq!(plain("missing field `cid`"), "missing field `cid`");
     }
 }
