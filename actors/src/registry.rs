@@ -769,7 +769,7 @@ impl Registry {
     /// is full (it is loading, or waiting for its predecessor, under a flood) does not
     /// take it: the sessions concerned are told to `resync` instead (typing aside).
     fn remote(&mut self, conv: ConvId, channel: Channel, event: Event, ctx: &mut Context<Self>) {
-        let typing = matches!(event, Event::Typing { .. });
+        let tell = event.must_be_told_if_lost();
         self.conversation(conv, ctx);
         // Through the address the registry keeps, not a clone: actix bounds a mailbox
         // per sending address (each clone may put one more in), so only one address
@@ -779,7 +779,7 @@ impl Registry {
         };
         if let Err(SendError::Full(_)) = addr.try_send(Remote { event }) {
             metrics::counter!(m::REMOTE_EVENTS_REFUSED_TOTAL).increment(1);
-            if !typing {
+            if tell {
                 self.missed(Some(vec![channel]), ctx);
             }
         }

@@ -4,7 +4,6 @@ use crate::directory::Directory;
 use crate::error::ChatError;
 use crate::messages::{ConversationFor, Receipt, SessionId, SubmitSend, Typing};
 use crate::registry::Registry;
-use actix::prelude::SendError;
 use actix::Addr;
 use chat_bus::{Bus, Channel, Event};
 use chat_store::{Membership, NewMessage, Store};
@@ -79,18 +78,12 @@ impl Chat {
                 cmd: cmd.clone(),
                 reply: tx,
             };
-            // A fresh address takes one message even into a full mailbox (actix
-            // bounds per sending address); the actor's pending-sends bound refuses
-            // past MAX_PENDING_SENDS, and each user's sends are bounded before here.
-            match addr.try_send(submit) {
-                Ok(()) => {}
-                Err(SendError::Full(_)) => {
-                    return Err(ChatError::new(
-                        ErrorCode::RateLimited,
-                        "too many sends waiting in this conversation; retry after a pause",
-                    ))
-                }
-                Err(SendError::Closed(_)) => continue,
+            // A fresh address always takes one message, even into a full mailbox
+            // (actix bounds per sending address): only a stopped actor refuses it. The
+            // actor's own bound refuses past MAX_PENDING_SENDS, and each user's sends
+            // are bounded before here.
+            if addr.try_send(submit).is_err() {
+                continue;
             }
             match rx.await {
                 Ok(result) => return result,

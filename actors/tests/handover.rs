@@ -7,11 +7,11 @@
 
 mod common;
 
-use common::{direct_with_messages, store};
+use common::{direct_with_messages, stop_while_holding, store};
 
 use actix::prelude::*;
 use chat_actors::directory::Directory;
-use chat_actors::messages::{ConversationFor, ConversationIdle, Remote, SessionId, SlowConsumer};
+use chat_actors::messages::{ConversationFor, Remote, SessionId, SlowConsumer};
 use chat_actors::registry::Registry;
 use chat_actors::session::{OutQueue, Outbound};
 use chat_bus::{Event, LocalBus};
@@ -55,19 +55,10 @@ async fn a_successor_pushes_only_after_its_stopping_predecessor_has_pushed_all_i
         },
     };
 
-    let first = registry.send(ConversationFor { conv }).await.unwrap();
-    first.send(event(1)).await.unwrap();
-    // 3 overtakes 2: held while the actor waits for the gap (then reads it).
-    first.send(event(3)).await.unwrap();
-    // The actor's offer to stop lands now, while it holds 3; the registry forgets it
-    // and a successor starts for the next event, 4.
-    registry
-        .send(ConversationIdle {
-            conv,
-            addr: first.clone(),
-        })
-        .await
-        .unwrap();
+    // 3 overtakes 2: held while the actor waits for the gap (then reads it). The
+    // actor's offer to stop lands now, while it holds 3; the registry forgets it and
+    // a successor starts for the next event, 4.
+    let first = stop_while_holding(&registry, conv, &stored).await;
     let second = registry.send(ConversationFor { conv }).await.unwrap();
     assert_ne!(first, second, "a new actor");
     second.send(event(4)).await.unwrap();

@@ -6,13 +6,13 @@
 mod common;
 
 use chat_actors::conversation::MAILBOX;
-use chat_actors::messages::{ConversationFor, ConversationIdle, FromBus, Remote};
+use chat_actors::messages::FromBus;
 use chat_actors::session::Outbound;
 use chat_bus::{BusNotice, Channel, Event};
 use chat_store::Held;
 use chat_testkit::TestDb;
 use chat_wire::Seq;
-use common::{actors, direct_with_messages, session, store};
+use common::{actors, direct_with_messages, session, stop_while_holding, store};
 use std::time::{Duration, Instant};
 
 #[actix_rt::test]
@@ -30,24 +30,7 @@ async fn events_an_actor_cannot_take_while_it_waits_make_its_members_resync() {
 
     // The first actor holds 3 (waiting for 2) when it is told to stop: a successor
     // started now waits for it, and takes nothing meanwhile.
-    let first = registry.send(ConversationFor { conv }).await.unwrap();
-    for i in [1, 3] {
-        first
-            .send(Remote {
-                event: Event::Message {
-                    message: stored[i - 1].clone(),
-                },
-            })
-            .await
-            .unwrap();
-    }
-    registry
-        .send(ConversationIdle {
-            conv,
-            addr: first.clone(),
-        })
-        .await
-        .unwrap();
+    stop_while_holding(&registry, conv, &stored).await;
     // A flood of events of another node, more than the waiting successor's mailbox.
     for _ in 0..MAILBOX + 100 {
         registry.do_send(FromBus(BusNotice::Event {

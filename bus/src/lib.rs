@@ -96,6 +96,14 @@ pub enum Event {
     AttributesChanged { user: UserId },
 }
 
+impl Event {
+    /// Whether a node that loses this event must say so (the sessions concerned
+    /// `resync`): every event but typing, which nobody syncs.
+    pub fn must_be_told_if_lost(&self) -> bool {
+        !matches!(self, Event::Typing { .. })
+    }
+}
+
 /// An event as it travels: with the node it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {

@@ -202,7 +202,7 @@ impl Bus for RedisBus {
         let out = Outgoing {
             channel: channel.name(),
             payload,
-            tell: !matches!(event, Event::Typing { .. }),
+            tell: event.must_be_told_if_lost(),
         };
         if let Err(e) = self.publish_tx.try_send(Out::Event(out)) {
             match e.into_inner() {

@@ -71,6 +71,15 @@ pub struct VersionedAttributes {
     pub version: i64,
 }
 
+/// The attributes of a row that selected `org`, `roles` and `jobs`.
+fn attributes(row: &tokio_postgres::Row) -> Result<Attributes, StoreError> {
+    Ok(Attributes {
+        org: row.try_get("org")?,
+        roles: row.try_get("roles")?,
+        jobs: row.try_get("jobs")?,
+    })
+}
+
 /// The `LIKE` pattern (escape `\`) of the strings that start with `prefix`.
 fn escape_like(prefix: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 1);
@@ -148,11 +157,7 @@ impl Store {
             id: UserId(row.try_get("id")?),
             username: row.try_get("username")?,
             display_name: row.try_get("display_name")?,
-            attributes: Attributes {
-                org: row.try_get("org")?,
-                roles: row.try_get("roles")?,
-                jobs: row.try_get("jobs")?,
-            },
+            attributes: attributes(&row)?,
             attributes_version: row.try_get("attributes_version")?,
         }))
     }
@@ -167,11 +172,7 @@ impl Store {
             .map(|row| {
                 Ok(VersionedAttributes {
                     user: UserId(row.try_get("id")?),
-                    attributes: Attributes {
-                        org: row.try_get("org")?,
-                        roles: row.try_get("roles")?,
-                        jobs: row.try_get("jobs")?,
-                    },
+                    attributes: attributes(row)?,
                     version: row.try_get("attributes_version")?,
                 })
             })

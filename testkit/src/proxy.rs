@@ -77,10 +77,6 @@ impl FaultProxy {
         self.mode.send_replace(fault);
     }
 
-    pub fn fault(&self) -> Fault {
-        *self.mode.borrow()
-    }
-
     /// `scheme://127.0.0.1:<port>/rest`: a URL of the upstream's kind through this proxy.
     pub fn url(&self, scheme: &str, rest: &str) -> String {
         format!("{scheme}://127.0.0.1:{}{rest}", self.port)

@@ -175,3 +175,34 @@ pub async fn direct_with_messages(
     }
     (conv, a, b, stored, writer)
 }
+
+/// Starts `conv`'s actor, hands it messages 1 and 3 of `stored` as another node's
+/// events (so it holds 3, waiting for 2), and has the registry tell it to stop now:
+/// the next actor of `conv` starts while this one still holds a message. Returns the
+/// stopping actor.
+pub async fn stop_while_holding(
+    registry: &actix::Addr<chat_actors::registry::Registry>,
+    conv: chat_wire::ConvId,
+    stored: &[chat_wire::Message],
+) -> actix::Addr<chat_actors::conversation::Conversation> {
+    use chat_actors::messages::{ConversationFor, ConversationIdle, Remote};
+    let first = registry.send(ConversationFor { conv }).await.unwrap();
+    for i in [1, 3] {
+        first
+            .send(Remote {
+                event: chat_bus::Event::Message {
+                    message: stored[i - 1].clone(),
+                },
+            })
+            .await
+            .unwrap();
+    }
+    registry
+        .send(ConversationIdle {
+            conv,
+            addr: first.clone(),
+        })
+        .await
+        .unwrap();
+    first
+}

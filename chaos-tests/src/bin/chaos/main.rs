@@ -14,7 +14,7 @@ mod world;
 
 use chat_testkit::fixtures::{mint, now};
 use chat_testkit::process::SERVICE_KEY;
-use chat_testkit::{HarnessError, Result};
+use chat_testkit::Result;
 use checker::{FinalRead, Input, Membership, Row};
 use clap::Parser;
 use faults::Kind;
@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use workload::{Client, Clock, Outcome, Plan, SendOp};
+use world::fail;
 
 #[derive(Parser, Debug)]
 #[command(about = "Jepsen-style fault run against a chat cluster of its own")]
@@ -49,10 +50,6 @@ struct Args {
     /// Where the report and the history go.
     #[arg(long, default_value = ".run/chaos")]
     out: PathBuf,
-}
-
-fn fail(msg: impl Into<String>) -> HarnessError {
-    HarnessError::Http(msg.into())
 }
 
 fn main() {

@@ -503,7 +503,8 @@ impl Client {
             cid: v["cid"].as_str().unwrap_or("").to_owned(),
         };
         self.known(conv, d, now);
-        seq > self.cursors.get(&conv).copied().unwrap_or(0) + 1 && self.has_hole()
+        // Still above the cursor once known: a hole below it.
+        seq > self.cursors.get(&conv).copied().unwrap_or(0) + 1
     }
 
     fn synced(&mut self, v: &Value, now: f64) {

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn fail(msg: impl Into<String>) -> HarnessError {
+/// An error of the run itself (not of the node under test).
+pub fn fail(msg: impl Into<String>) -> HarnessError {
     HarnessError::Http(msg.into())
 }
 
