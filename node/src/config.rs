@@ -25,7 +25,23 @@ pub struct Settings {
     pub api: Api,
     pub limits: Limits,
     pub retention: Retention,
+    pub chat: ChatRules,
     pub log: Log,
+}
+
+/// What members may do with messages and groups.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRules {
+    /// How long after sending a message its sender may edit it; empty = no limit.
+    #[serde(deserialize_with = "optional_duration")]
+    pub edit_window: Option<Duration>,
+    /// How long after sending a message its sender may recall it; empty = no limit.
+    /// Group admins recall any message at any time.
+    #[serde(deserialize_with = "optional_duration")]
+    pub recall_window: Option<Duration>,
+    /// In groups of more members than this, only admins and the owner mention @all.
+    pub mention_all_max_members: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +151,9 @@ pub struct Limits {
     pub outbound_queue: usize,
     pub outbound_queue_bytes: usize,
     pub max_group_members: usize,
+    pub max_attachment_size: i64,
+    pub max_attachment_json_bytes: usize,
+    pub max_mentions: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -26,6 +26,8 @@
 mod conversations;
 mod cursors;
 mod error;
+mod fold;
+mod groups;
 mod messages;
 mod migrate;
 pub mod partitions;
@@ -40,7 +42,8 @@ mod users;
 pub use conversations::{Held, ListCursor, Membership};
 pub use cursors::ReadOutcome;
 pub use error::StoreError;
-pub use messages::{Appended, Batch, BatchOutcome, NewMessage};
+pub use groups::{GroupChange, GroupOutcome, GroupRefusal};
+pub use messages::{Appended, Batch, BatchOutcome, EntryWindows, NewMessage, Refusal};
 pub use retention::Retention;
 pub use store::{Store, StoreConfig};
 pub use upkeep::{UpkeepLease, UPKEEP_LOCK};

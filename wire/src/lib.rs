@@ -5,6 +5,7 @@
 //! has no I/O; it is the bottom layer every other crate points at.
 
 pub mod attributes;
+pub mod entry;
 pub mod error;
 pub mod frames;
 pub mod http;
@@ -12,10 +13,14 @@ pub mod ids;
 pub mod message;
 
 pub use attributes::{Attributes, Audience, AudienceError, AudienceKey};
+pub use entry::{
+    AttachLimits, Attachment, MessageKind, ReactionChange, ReactionCount, Role, SystemAction,
+    SystemEntry,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frames::{ClientFrame, CloseCode, FrameError, ServerFrame};
 pub use ids::{ConvId, Seq, UserId};
-pub use message::{Conversation, ConversationKind, Draft, DraftError, Message, Tier};
+pub use message::{Conversation, ConversationKind, Draft, DraftError, DraftLimits, Message, Tier};
 
 /// Longest accepted client id (`cid`).
 pub const MAX_CID_LEN: usize = 64;
