@@ -554,7 +554,10 @@ impl Handler<Remote> for Conversation {
                 Some(user),
             ),
             // Events of a user's channel: the registry handles them, never sent here.
-            Event::Unread { .. } | Event::Joined { .. } | Event::AttributesChanged { .. } => {}
+            Event::Unread { .. }
+            | Event::Joined { .. }
+            | Event::AttributesChanged { .. }
+            | Event::UserEvent { .. } => {}
         }
     }
 }

@@ -805,7 +805,8 @@ impl Registry {
                 | Event::Typing { .. }
                 | Event::Unread { .. }
                 | Event::Joined { .. }
-                | Event::AttributesChanged { .. },
+                | Event::AttributesChanged { .. }
+                | Event::UserEvent { .. },
             ) => {}
             (
                 Channel::Conversation(conv),
@@ -818,8 +819,16 @@ impl Registry {
             // User events travel on user channels.
             (
                 Channel::Conversation(_),
-                Event::Unread { .. } | Event::Joined { .. } | Event::AttributesChanged { .. },
+                Event::Unread { .. }
+                | Event::Joined { .. }
+                | Event::AttributesChanged { .. }
+                | Event::UserEvent { .. },
             ) => {}
+            (Channel::User(_), Event::UserEvent { user, entry }) => {
+                if let Some(frame) = ServerFrame::for_user_event(&entry) {
+                    self.to_users(&[user], &frame.to_text().into(), None, None);
+                }
+            }
             (
                 Channel::User(_),
                 Event::Unread {

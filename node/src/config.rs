@@ -25,6 +25,7 @@ pub struct Settings {
     pub api: Api,
     pub limits: Limits,
     pub retention: Retention,
+    pub chat: ChatRules,
     pub log: Log,
 }
 
@@ -150,6 +151,14 @@ pub struct Retention {
     pub partition_interval: Duration,
     #[serde(deserialize_with = "duration")]
     pub dedupe_window: Duration,
+}
+
+/// Rules of what users may do with each other.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRules {
+    /// Only contacts (an accepted friend request) may open a direct conversation.
+    pub direct_requires_friendship: bool,
 }
 
 /// Log output format.

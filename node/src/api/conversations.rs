@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use chat_actors::messages::Joined;
 use chat_actors::service::SendCommand;
 use chat_bus::{Channel, Event};
-use chat_store::{ListCursor, Membership, NewMessage};
+use chat_store::{DirectRules, ListCursor, Membership, NewMessage};
 use chat_wire::http::{
     ConversationEnvelope, ConversationList, CreateConversation, History, HistoryQuery, ListQuery,
     ReadRequest, ReadResponse, SendRequest, SendResponse, SyncRequest, SyncResponse,
@@ -68,7 +68,10 @@ pub async fn create(
                 return Err(ApiError::not_found("peer not found"));
             }
             let tier = default_tier.unwrap_or_default();
-            let (conv, created) = state.store().create_direct(me, peer, tier).await?;
+            let rules = DirectRules {
+                requires_friendship: state.settings.chat.direct_requires_friendship,
+            };
+            let (conv, created) = state.store().create_direct(me, peer, tier, rules).await?;
             if created {
                 announce_join(&state, conv, vec![me, peer]);
             }
@@ -285,7 +288,13 @@ pub async fn sync(
     let caller = state.caller(user.0).await?;
     let r = state
         .chat
-        .sync(caller.user.id, &caller.audiences, &req.cursors, req.limit)
+        .sync(
+            caller.user.id,
+            &caller.audiences,
+            &req.cursors,
+            req.limit,
+            req.events_cursor,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(r))
 }
