@@ -171,6 +171,37 @@ async fn a_request_to_an_offline_user_is_found_by_sync_and_accepting_makes_conta
     let frame = ws.expect("sync", T).await.unwrap();
     assert_eq!(kinds(&frame), ["request_answered"]);
     assert_eq!(frame["events_cursor"], 2);
+
+    // A long stream comes 500 events per answer, with `more` until the end.
+    let carol = user(&api, "carol").await.unwrap();
+    db.client()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "INSERT INTO user_events (user_id, seq, event)
+             SELECT {id}, s, jsonb_build_object('kind', 'blocked', 'user', s)
+               FROM generate_series(1, 620) AS s;
+             UPDATE users SET events_seq = 620 WHERE id = {id};",
+            id = carol.id
+        ))
+        .await
+        .unwrap();
+    let page = sync_events(&api, &carol, None).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 500);
+    assert_eq!(
+        (&page["more"], &page["events_cursor"]),
+        (&json!(true), &json!(500))
+    );
+    let rest = sync_events(&api, &carol, Some(500)).await;
+    assert_eq!(rest["events"].as_array().unwrap().len(), 120);
+    assert_eq!(rest["events"][0]["seq"], 501);
+    assert_eq!(
+        (&rest["more"], &rest["events_cursor"]),
+        (&json!(false), &json!(620))
+    );
+    // A cursor beyond the stream is brought back to where it stands.
+    let beyond = sync_events(&api, &carol, Some(9_000)).await;
+    assert_eq!(beyond["events_cursor"], 620);
     drop(node);
     db.drop_now().await.unwrap();
 }
@@ -596,6 +627,53 @@ async fn a_profile_change_is_what_peers_see_and_bad_input_changes_nothing() {
         contacts(&api, &bob).await["contacts"][0]["avatar_url"],
         Value::Null
     );
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn two_users_asking_each_other_at_once_end_up_contacts_once() {
+    let db = TestDb::create().await.unwrap();
+    let node = process_node(&db, "node-1", &[]).await;
+    let api = node.api();
+    let mut pairs = Vec::new();
+    for i in 0..12 {
+        let a = user(&api, &format!("left{i}")).await.unwrap();
+        let b = user(&api, &format!("right{i}")).await.unwrap();
+        pairs.push((a, b));
+    }
+    // Each pair asks both ways at the same moment; every pair at once.
+    let asks = pairs.iter().map(|(a, b)| {
+        let api = api.clone();
+        async move {
+            let (x, y) = futures_util::join!(ask(&api, a, b.id, None), ask(&api, b, a.id, None));
+            (x, y)
+        }
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    for ((a, b), ((s1, r1), (s2, r2))) in pairs.iter().zip(answers) {
+        let mut statuses = [s1, s2];
+        statuses.sort_unstable();
+        // One created the request, the other accepted it: never a conflict or a 5xx.
+        assert_eq!(statuses, [200, 201], "{r1} {r2}");
+        assert_eq!(r1["request"]["id"], r2["request"]["id"]);
+        assert_eq!(ids(&contacts(&api, a).await["contacts"]), [b.id]);
+        assert_eq!(ids(&contacts(&api, b).await["contacts"]), [a.id]);
+        let stored = db
+            .count(
+                "SELECT count(*) FROM contact_requests WHERE from_user = $1 OR to_user = $1",
+                a.id,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored, 1);
+        // Both streams hold the request and its acceptance, seqs 1 and 2.
+        for u in [a, b] {
+            let s = sync_events(&api, u, None).await;
+            assert_eq!(kinds(&s), ["request", "request_answered"]);
+            assert_eq!(s["events_cursor"], 2);
+        }
+    }
     drop(node);
     db.drop_now().await.unwrap();
 }
