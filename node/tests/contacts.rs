@@ -627,6 +627,32 @@ async fn a_profile_change_is_what_peers_see_and_bad_input_changes_nothing() {
         contacts(&api, &bob).await["contacts"][0]["avatar_url"],
         Value::Null
     );
+
+    // The OpenAPI document describes the new calls and what they carry.
+    let (s, doc) = api.get("/api/v1/openapi.json", None).await.unwrap();
+    assert_eq!(s, 200);
+    for path in [
+        "/api/v1/contacts",
+        "/api/v1/contacts/requests",
+        "/api/v1/contacts/requests/{id}/accept",
+        "/api/v1/contacts/{user}",
+        "/api/v1/blocks/{user}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert!(doc["paths"]["/api/v1/me"]["patch"].is_object());
+    for schema in [
+        "ContactsResponse",
+        "ContactRequest",
+        "UserEvent",
+        "EventEntry",
+        "PatchMe",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
     drop(node);
     db.drop_now().await.unwrap();
 }
