@@ -11,8 +11,8 @@ use crate::batch::GroupCommit;
 use crate::directory::Directory;
 use crate::error::ChatError;
 use crate::messages::{
-    ConversationIdle, ConversationStopped, Handover, Predecessor, Rebase, Receipt, RefreshMembers,
-    Remote, SessionId, StopConversation, SubmitSend, Typing,
+    Committed, ConversationIdle, ConversationStopped, Handover, Predecessor, Rebase, Receipt,
+    RefreshMembers, Remote, SessionId, StopConversation, SubmitSend, Typing,
 };
 use crate::metrics as m;
 use crate::ordering::{GapRead, PushOrder, Step, Timer};
@@ -24,9 +24,10 @@ use bytestring::ByteString;
 use chat_bus::{Bus, Channel, Event};
 use chat_store::{Appended, NewMessage, Store, StoreError};
 use chat_wire::{
-    AudienceKey, ConvId, ConversationKind, ErrorCode, Message, Seq, ServerFrame, UserId,
+    AudienceKey, ConvId, ConversationKind, ErrorCode, Message, MessageKind, Role, Seq, ServerFrame,
+    SystemAction, UserId,
 };
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,13 +65,62 @@ type Waiter = (
     tokio::sync::oneshot::Sender<Result<Accepted, ChatError>>,
 );
 
-/// What the actor knows of its conversation once loaded.
+/// What the actor knows of its conversation once loaded. The members are what pushes
+/// go to; the store checks membership again under the lock of each write, so a list
+/// that is a moment old never lets a removed member write.
 #[derive(Clone)]
 struct Loaded {
     kind: ConversationKind,
     audience: Option<AudienceKey>,
     members: Arc<[UserId]>,
-    member_set: HashSet<UserId>,
+    roles: HashMap<UserId, Role>,
+}
+
+impl Loaded {
+    /// Takes in what a system entry changed, as its push goes out: members added
+    /// get it and what follows, members removed get it and nothing after.
+    fn apply(&mut self, m: &Message) {
+        let Some(e) = m.system.as_ref() else { return };
+        match e.action {
+            SystemAction::Added | SystemAction::Created => {
+                for u in &e.users {
+                    self.roles.entry(*u).or_insert(Role::Member);
+                }
+            }
+            SystemAction::Removed | SystemAction::Left => {
+                for u in &e.users {
+                    self.roles.remove(u);
+                }
+            }
+            SystemAction::RoleChanged => {
+                for u in &e.users {
+                    if let (Some(r), Some(role)) = (self.roles.get_mut(u), e.role) {
+                        *r = role;
+                    }
+                }
+            }
+            SystemAction::Renamed => {}
+        }
+        let mut members: Vec<UserId> = self.roles.keys().copied().collect();
+        members.sort_unstable();
+        self.members = Arc::from(members);
+    }
+}
+
+/// What a Conversation actor checks of a send beyond its shape (the store checks
+/// membership, blocks and targets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// In groups of more members than this, only admins mention @all.
+    pub mention_all_max_members: usize,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            mention_all_max_members: 20,
+        }
+    }
 }
 
 /// The Conversation actor. See the module documentation.
@@ -99,6 +149,7 @@ pub struct Conversation {
     /// The predecessor did not finish in time: once loaded, the members here are told
     /// to `resync`.
     resync_members: bool,
+    rules: Rules,
 }
 
 /// How the registry starts a Conversation actor.
@@ -109,6 +160,7 @@ pub struct Start {
     /// until it has finished.
     pub predecessor: Option<Predecessor>,
     pub idle_after: Duration,
+    pub rules: Rules,
 }
 
 impl Conversation {
@@ -139,6 +191,7 @@ impl Conversation {
             predecessor: start.predecessor,
             handover: None,
             resync_members: false,
+            rules: start.rules,
         }
     }
 
@@ -167,13 +220,13 @@ impl Conversation {
             let members = if kind == ConversationKind::Broadcast {
                 Vec::new()
             } else {
-                store.members(id).await?
+                store.member_roles(id).await?
             };
             Ok(Loaded {
                 kind,
                 audience,
-                member_set: members.iter().copied().collect(),
-                members: Arc::from(members),
+                members: members.iter().map(|(u, _, _)| *u).collect(),
+                roles: members.into_iter().map(|(u, r, _)| (u, r)).collect(),
             })
         };
         async move {
@@ -221,9 +274,12 @@ impl Conversation {
         }
     }
 
-    /// Whether `sender` may post here.
-    fn check_sender(&self, sender: UserId) -> Result<&Loaded, ChatError> {
+    /// Whether `sender` may post this here, by what the actor knows: broadcasts are
+    /// the system's; mentions name members, and @all in a large group is an admin's.
+    /// Membership itself is checked by the store, under the conversation's lock.
+    fn check_sender(&self, msg: &chat_store::NewMessage) -> Result<&Loaded, ChatError> {
         let loaded = self.loaded.as_ref().map_err(Clone::clone)?;
+        let sender = msg.sender;
         if loaded.kind == ConversationKind::Broadcast {
             if sender != UserId::SYSTEM {
                 return Err(ChatError::new(
@@ -231,8 +287,30 @@ impl Conversation {
                     "broadcast conversations are written by the system only",
                 ));
             }
-        } else if !loaded.member_set.contains(&sender) {
-            return Err(ChatError::not_member());
+            return Ok(loaded);
+        }
+        let d = &msg.draft;
+        if let Some(u) = d
+            .mentions
+            .iter()
+            .find(|u| **u != UserId::SYSTEM && !loaded.roles.contains_key(u))
+        {
+            return Err(ChatError::bad_request(format!(
+                "mentions name user {u}, who is not a member of this conversation"
+            )));
+        }
+        if d.mentions_all()
+            && loaded.kind == ConversationKind::Group
+            && loaded.roles.len() > self.rules.mention_all_max_members
+            && !loaded.roles.get(&sender).is_some_and(|r| r.manages())
+        {
+            return Err(ChatError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "in groups of more than {} members only admins mention everyone",
+                    self.rules.mention_all_max_members
+                ),
+            ));
         }
         Ok(loaded)
     }
@@ -316,10 +394,7 @@ impl Conversation {
                         duplicate: true,
                     })
                 }
-                Appended::BadReply => Err(ChatError::new(
-                    ErrorCode::BadRequest,
-                    "reply_to names no earlier message of this conversation",
-                )),
+                Appended::Refused(r) => Err(ChatError::from(r)),
             };
             if answer.is_ok() {
                 metrics::counter!(m::SENDS_ACKED_TOTAL).increment(1);
@@ -328,13 +403,21 @@ impl Conversation {
         }
         let channel = self.channel();
         for (m, session) in resent {
-            self.bus
-                .publish(&channel, &Event::Message { message: m.clone() });
+            self.bus.publish(
+                &channel,
+                &Event::Message {
+                    message: Box::new(m.clone()),
+                },
+            );
             self.push(ServerFrame::Msg(m), session, None);
         }
         for (m, session) in fresh {
-            self.bus
-                .publish(&channel, &Event::Message { message: m.clone() });
+            self.bus.publish(
+                &channel,
+                &Event::Message {
+                    message: Box::new(m.clone()),
+                },
+            );
             self.deliver(m, session, ctx);
         }
     }
@@ -357,7 +440,7 @@ impl Conversation {
     /// Carries out what the push order decided: pushes, the gap timer, a gap read.
     fn apply(&mut self, step: Step<(Message, Option<SessionId>)>, ctx: &mut Context<Self>) {
         for (m, skip) in step.push {
-            self.push(ServerFrame::Msg(m), skip, None);
+            self.push_message(m, skip);
         }
         match step.timer {
             Timer::Keep => {}
@@ -385,7 +468,7 @@ impl Conversation {
         let store = self.store.clone();
         let conv = self.id;
         let GapRead { upto, want, .. } = read;
-        let fut = async move { store.history(conv, Seq(upto), want, Seq(upto)).await }
+        let fut = async move { store.entries(conv, Seq(upto), want, Seq(upto)).await }
             .into_actor(self)
             .map(move |res, act, ctx| {
                 let found = res.ok().map(|(messages, _)| {
@@ -398,6 +481,29 @@ impl Conversation {
                 act.apply(step, ctx);
             });
         ctx.spawn(fut);
+    }
+
+    /// A message to the local member sessions, in its turn. A system entry changes the
+    /// members as it goes: one added receives it, one removed receives it last.
+    fn push_message(&mut self, m: Message, skip: Option<SessionId>) {
+        if m.kind != MessageKind::System {
+            self.push(ServerFrame::Msg(m), skip, None);
+            return;
+        }
+        let adds = m
+            .system
+            .as_ref()
+            .is_some_and(|e| matches!(e.action, SystemAction::Added | SystemAction::Created));
+        if adds {
+            if let Ok(l) = &mut self.loaded {
+                l.apply(&m);
+            }
+        }
+        let copy = (!adds).then(|| m.clone());
+        self.push(ServerFrame::Msg(m), skip, None);
+        if let (Some(m), Ok(l)) = (copy, &mut self.loaded) {
+            l.apply(&m);
+        }
     }
 
     /// One frame to the local member sessions (or the audience's).
@@ -461,7 +567,7 @@ impl Handler<SubmitSend> for Conversation {
 
     fn handle(&mut self, msg: SubmitSend, ctx: &mut Self::Context) {
         self.last_activity = Instant::now();
-        if let Err(e) = self.check_sender(msg.cmd.message.sender) {
+        if let Err(e) = self.check_sender(&msg.cmd.message) {
             let _ = msg.reply.send(Err(e));
             return;
         }
@@ -504,7 +610,7 @@ impl Handler<Typing> for Conversation {
                 "nobody types in a broadcast conversation",
             ));
         }
-        if !loaded.member_set.contains(&msg.user) {
+        if !loaded.roles.contains_key(&msg.user) {
             return Err(ChatError::not_member());
         }
         self.last_activity = Instant::now();
@@ -533,7 +639,7 @@ impl Handler<Remote> for Conversation {
         match msg.event {
             Event::Message { message } => {
                 if message.conv == self.id {
-                    self.deliver(message, None, ctx)
+                    self.deliver(*message, None, ctx)
                 }
             }
             Event::Read { user, seq, .. } => self.push(
@@ -556,8 +662,30 @@ impl Handler<Remote> for Conversation {
             // Events of a user's channel: the registry handles them, never sent here.
             Event::Unread { .. }
             | Event::Joined { .. }
+            | Event::Left { .. }
             | Event::AttributesChanged { .. }
             | Event::UserEvent { .. } => {}
+        }
+    }
+}
+
+impl Handler<Committed> for Conversation {
+    type Result = ();
+
+    fn handle(&mut self, msg: Committed, ctx: &mut Self::Context) {
+        self.last_activity = Instant::now();
+        let channel = self.channel();
+        for m in msg.messages {
+            if m.conv != self.id {
+                continue;
+            }
+            self.bus.publish(
+                &channel,
+                &Event::Message {
+                    message: Box::new(m.clone()),
+                },
+            );
+            self.deliver(m, None, ctx);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! show a client. The one mapping from [`StoreError`] to what clients see lives here;
 //! the HTTP boundary and the sessions both go through it.
 
-use chat_store::{ContactError, StoreError};
+use chat_store::{ContactError, GroupRefusal, Refusal, StoreError};
 use chat_wire::{DraftError, ErrorCode};
 
 /// An operation refused or failed, with the contract's code. The message is safe to
@@ -86,6 +86,36 @@ impl From<ContactError> for ChatError {
             }
         };
         ChatError::new(code, e.to_string())
+    }
+}
+
+impl From<Refusal> for ChatError {
+    fn from(r: Refusal) -> Self {
+        let code = match r {
+            Refusal::BadReply | Refusal::WrongTarget | Refusal::Recalled => ErrorCode::BadRequest,
+            Refusal::NotMember => ErrorCode::NotMember,
+            Refusal::NoTarget => ErrorCode::NotFound,
+            Refusal::Blocked
+            | Refusal::NotSender
+            | Refusal::EditWindowPassed
+            | Refusal::RecallWindowPassed
+            | Refusal::SystemOnly => ErrorCode::Forbidden,
+        };
+        ChatError::new(code, r.to_string())
+    }
+}
+
+impl From<GroupRefusal> for ChatError {
+    fn from(r: GroupRefusal) -> Self {
+        let code = match &r {
+            GroupRefusal::NoSuchConversation => ErrorCode::NotFound,
+            GroupRefusal::NotMember => ErrorCode::NotMember,
+            GroupRefusal::Forbidden(_) => ErrorCode::Forbidden,
+            GroupRefusal::UnknownUser(_) | GroupRefusal::NotInGroup(_) => ErrorCode::NotFound,
+            GroupRefusal::NotGroup | GroupRefusal::Invalid(_) => ErrorCode::BadRequest,
+            GroupRefusal::TooMany(_) => ErrorCode::Conflict,
+        };
+        ChatError::new(code, r.to_string())
     }
 }
 

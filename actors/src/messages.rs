@@ -209,6 +209,23 @@ pub struct Remote {
     pub event: Event,
 }
 
+/// Entries another path committed (a group change): publish them on the bus and
+/// push them in seq order, as the actor's own.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Committed {
+    pub messages: Vec<chat_wire::Message>,
+}
+
+/// Users are no longer members of a conversation (removed, or left): stop listening
+/// to it for them, and tell their sessions (`left`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Left {
+    pub users: Vec<UserId>,
+    pub conv: ConvId,
+}
+
 /// Reload the member list (someone joined).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -6,7 +6,7 @@
 //! while a user of it is. It keeps the node's [`Directory`] of sessions, which the
 //! Conversation actors read to fan their frames out themselves.
 
-use crate::conversation::{Conversation, Start};
+use crate::conversation::{Conversation, Rules, Start};
 use crate::directory::Directory;
 use crate::messages::*;
 use crate::metrics as m;
@@ -79,6 +79,8 @@ pub struct Registry {
     /// a connect must not cost a walk over every online user).
     open_sessions: usize,
     draining: bool,
+    /// What the Conversation actors check of a send beyond its shape.
+    rules: Rules,
 }
 
 impl Registry {
@@ -111,7 +113,14 @@ impl Registry {
             by_sessions: [0; 4],
             open_sessions: 0,
             draining: false,
+            rules: Rules::default(),
         }
+    }
+
+    /// The rules the Conversation actors check sends against.
+    pub fn with_rules(mut self, rules: Rules) -> Self {
+        self.rules = rules;
+        self
     }
 
     fn conversation(&mut self, conv: ConvId, ctx: &mut Context<Self>) -> Addr<Conversation> {
@@ -127,6 +136,7 @@ impl Registry {
             push_from: self.push_from.get(&conv).copied(),
             predecessor: self.retiring.get_mut(&conv).and_then(|(_, p)| p.take()),
             idle_after: self.conversation_idle,
+            rules: self.rules,
         };
         let make = move |_: &mut Context<Conversation>| {
             Conversation::new(conv, start, store, writer, directory, registry, bus)
@@ -661,6 +671,31 @@ impl Handler<Joined> for Registry {
     }
 }
 
+impl Handler<Left> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Left, _ctx: &mut Self::Context) {
+        let mut gone = Vec::new();
+        for user in msg.users {
+            let was = self
+                .users
+                .get_mut(&user)
+                .is_some_and(|o| o.conversations.remove(&msg.conv));
+            if was {
+                self.drop_interest(msg.conv);
+                gone.push(user);
+            }
+        }
+        if let Some(addr) = self.conversations.get(&msg.conv) {
+            addr.do_send(RefreshMembers);
+        }
+        if !gone.is_empty() {
+            let frame = ServerFrame::Left { conv: msg.conv }.to_text().into();
+            self.to_users(&gone, &frame, None, None);
+        }
+    }
+}
+
 impl Handler<AudiencesChanged> for Registry {
     type Result = ();
 
@@ -805,6 +840,7 @@ impl Registry {
                 | Event::Typing { .. }
                 | Event::Unread { .. }
                 | Event::Joined { .. }
+                | Event::Left { .. }
                 | Event::AttributesChanged { .. }
                 | Event::UserEvent { .. },
             ) => {}
@@ -821,6 +857,7 @@ impl Registry {
                 Channel::Conversation(_),
                 Event::Unread { .. }
                 | Event::Joined { .. }
+                | Event::Left { .. }
                 | Event::AttributesChanged { .. }
                 | Event::UserEvent { .. },
             ) => {}
@@ -835,12 +872,14 @@ impl Registry {
                     user,
                     conv,
                     unread,
+                    mentions_unread,
                     total,
                 },
             ) => {
                 let frame = ServerFrame::Unread {
                     conv,
                     unread,
+                    mentions_unread,
                     total,
                 }
                 .to_text()
@@ -849,6 +888,12 @@ impl Registry {
             }
             (Channel::User(_), Event::Joined { user, conv }) => {
                 ctx.notify(Joined {
+                    users: vec![user],
+                    conv,
+                });
+            }
+            (Channel::User(_), Event::Left { user, conv }) => {
+                ctx.notify(Left {
                     users: vec![user],
                     conv,
                 });

@@ -2,14 +2,17 @@
 
 use crate::directory::Directory;
 use crate::error::ChatError;
-use crate::messages::{ConversationFor, Receipt, SessionId, SubmitSend, Typing};
+use crate::messages::{
+    Committed, ConversationFor, Joined, Left, Receipt, SessionId, SubmitSend, Typing,
+};
 use crate::registry::Registry;
 use actix::Addr;
 use chat_bus::{Bus, Channel, Event};
-use chat_store::{Membership, NewMessage, Recorded, Store};
+use chat_store::{GroupChange, GroupOutcome, Membership, NewMessage, Recorded, Store};
 use chat_wire::http::{ReadResponse, SyncResponse};
 use chat_wire::{
-    AudienceKey, ConvId, ConversationKind, Draft, ErrorCode, Message, Seq, ServerFrame, UserId,
+    AudienceKey, ConvId, ConversationKind, Draft, DraftLimits, ErrorCode, Message, Seq,
+    ServerFrame, UserId,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,8 +44,11 @@ pub struct Chat {
     pub bus: Arc<dyn Bus>,
     /// The sessions of this node, to hand frames to.
     pub directory: Directory,
-    /// Longest message body, in bytes (`limits.max_message_bytes`).
-    pub max_message_bytes: usize,
+    /// What a send is checked against (`limits.max_message_bytes`, attachment and
+    /// mention limits).
+    pub limits: DraftLimits,
+    /// Most members of a group (`limits.max_group_members`).
+    pub max_group_members: usize,
     /// Message bodies in one sync answer (`limits.max_sync_bytes`).
     pub max_sync_bytes: usize,
     /// Syncs running at once on this node: half the read pool, so that syncs, the
@@ -63,7 +69,7 @@ const SEND_ATTEMPTS: usize = 3;
 impl Chat {
     /// Refuses a send of the wrong shape (cid, body, size) before anything is started.
     pub fn send_shape(&self, draft: &Draft) -> Result<(), ChatError> {
-        Ok(draft.check(self.max_message_bytes)?)
+        Ok(draft.check(&self.limits)?)
     }
 
     /// Sends through the conversation's actor (group commit, then fan-out). Resolves
@@ -124,6 +130,7 @@ impl Chat {
         let unread = ServerFrame::Unread {
             conv,
             unread: outcome.unread,
+            mentions_unread: outcome.mentions_unread,
             total,
         };
         self.directory
@@ -134,6 +141,7 @@ impl Chat {
                 user,
                 conv,
                 unread: outcome.unread,
+                mentions_unread: outcome.mentions_unread,
                 total,
             },
         );
@@ -156,6 +164,7 @@ impl Chat {
         Ok(ReadResponse {
             read_seq: outcome.read_seq,
             unread: outcome.unread,
+            mentions_unread: outcome.mentions_unread,
             total_unread: total,
         })
     }
@@ -224,6 +233,54 @@ impl Chat {
             self.bus
                 .publish(&Channel::User(user), &Event::UserEvent { user, entry });
         }
+    }
+
+    /// Makes one change to a group as `actor` (see [`GroupChange`]): its system
+    /// entries are pushed and published in seq order by the conversation's actor,
+    /// users added start listening to it on every node (`joined`), users removed stop
+    /// (`left`).
+    pub async fn change_group(
+        &self,
+        actor: UserId,
+        conv: ConvId,
+        change: GroupChange,
+    ) -> Result<GroupOutcome, ChatError> {
+        let outcome = self
+            .store
+            .change_group(conv, actor, change, self.max_group_members)
+            .await??;
+        if outcome.entries.is_empty() {
+            return Ok(outcome);
+        }
+        if let Ok(addr) = self.registry.send(ConversationFor { conv }).await {
+            addr.do_send(Committed {
+                messages: outcome.entries.clone(),
+            });
+        }
+        if !outcome.added.is_empty() {
+            self.announce_join(conv, outcome.added.clone());
+        }
+        if !outcome.removed.is_empty() {
+            for user in &outcome.removed {
+                self.bus
+                    .publish(&Channel::User(*user), &Event::Left { user: *user, conv });
+            }
+            self.registry.do_send(Left {
+                users: outcome.removed.clone(),
+                conv,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Tells every node that `users` are in `conv` now: those online listen to it
+    /// and are sent `joined`.
+    pub fn announce_join(&self, conv: ConvId, users: Vec<UserId>) {
+        for user in &users {
+            self.bus
+                .publish(&Channel::User(*user), &Event::Joined { user: *user, conv });
+        }
+        self.registry.do_send(Joined { users, conv });
     }
 
     /// Tells the other online members that `user` is typing. Never stored.

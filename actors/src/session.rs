@@ -399,6 +399,9 @@ impl Session {
         let reference = match &frame {
             ClientFrame::Ping => None,
             ClientFrame::Send { draft, .. } => Some(draft.cid.chars().take(MAX_CID_LEN).collect()),
+            ClientFrame::Edit { cid, .. }
+            | ClientFrame::Recall { cid, .. }
+            | ClientFrame::React { cid, .. } => Some(cid.chars().take(MAX_CID_LEN).collect()),
             ClientFrame::Read { .. } => Some("read".to_string()),
             ClientFrame::Sync { .. } => Some("sync".to_string()),
             ClientFrame::Typing { .. } => Some("typing".to_string()),
@@ -406,9 +409,8 @@ impl Session {
         if reference.is_some() && !self.admit_frame(reference.clone(), ctx) {
             return;
         }
-        match frame {
-            ClientFrame::Ping => self.frame(&ServerFrame::Pong, ctx),
-            ClientFrame::Send { conv, draft } => {
+        let frame = match frame.into_draft() {
+            Ok((conv, draft)) => {
                 let cmd = SendCommand {
                     conv,
                     session: Some(self.id),
@@ -417,8 +419,17 @@ impl Session {
                         draft,
                     },
                 };
-                self.send(cmd, reference, ctx)
+                return self.send(cmd, reference, ctx);
             }
+            Err(other) => other,
+        };
+        match frame {
+            ClientFrame::Ping => self.frame(&ServerFrame::Pong, ctx),
+            // Taken as drafts above.
+            ClientFrame::Send { .. }
+            | ClientFrame::Edit { .. }
+            | ClientFrame::Recall { .. }
+            | ClientFrame::React { .. } => {}
             ClientFrame::Read { conv, seq } => {
                 let (chat, user, known) = (self.chat.clone(), self.user, self.audiences.clone());
                 let registry = self.registry.clone();

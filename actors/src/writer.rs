@@ -243,12 +243,7 @@ mod tests {
         let rows = (0..rows)
             .map(|i| NewMessage {
                 sender: UserId(1),
-                draft: Draft {
-                    cid: format!("c{conv}-{i}"),
-                    body: "x".into(),
-                    tier: None,
-                    reply_to: None,
-                },
+                draft: Draft::text(format!("c{conv}-{i}"), "x"),
             })
             .collect();
         Job {

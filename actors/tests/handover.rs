@@ -51,7 +51,7 @@ async fn a_successor_pushes_only_after_its_stopping_predecessor_has_pushed_all_i
     directory.attach(b, SessionId(1), Quiet.start().recipient(), queue);
     let event = |i: usize| Remote {
         event: Event::Message {
-            message: stored[i - 1].clone(),
+            message: Box::new(stored[i - 1].clone()),
         },
     };
 

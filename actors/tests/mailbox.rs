@@ -36,7 +36,7 @@ async fn events_an_actor_cannot_take_while_it_waits_make_its_members_resync() {
         registry.do_send(FromBus(BusNotice::Event {
             channel: Channel::Conversation(conv),
             event: Event::Message {
-                message: stored[3].clone(),
+                message: Box::new(stored[3].clone()),
             },
         }));
     }

@@ -73,7 +73,7 @@ impl fmt::Display for Channel {
 #[serde(tag = "e", rename_all = "snake_case")]
 pub enum Event {
     /// A message was committed (conversation or audience channel).
-    Message { message: Message },
+    Message { message: Box<Message> },
     /// A member's read cursor moved (conversation channel).
     Read {
         conv: ConvId,
@@ -85,6 +85,8 @@ pub enum Event {
         user: UserId,
         conv: ConvId,
         unread: i64,
+        #[serde(default)]
+        mentions_unread: i64,
         total: i64,
     },
     /// A member is typing (conversation channel).
@@ -92,6 +94,9 @@ pub enum Event {
     /// A user joined a conversation (user channel): nodes with that user online start
     /// listening to it.
     Joined { user: UserId, conv: ConvId },
+    /// A user is no longer a member of a conversation (user channel): nodes with that
+    /// user online stop pushing it to them.
+    Left { user: UserId, conv: ConvId },
     /// A user's attributes changed (user channel): their audiences change.
     AttributesChanged { user: UserId },
     /// An event of a user's own stream was committed (user channel): the user's

@@ -29,6 +29,23 @@ pub struct Settings {
     pub log: Log,
 }
 
+/// What members may do with messages and groups, and users with each other.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRules {
+    /// How long after sending a message its sender may edit it; empty = no limit.
+    #[serde(deserialize_with = "optional_duration")]
+    pub edit_window: Option<Duration>,
+    /// How long after sending a message its sender may recall it; empty = no limit.
+    /// Group admins recall any message at any time.
+    #[serde(deserialize_with = "optional_duration")]
+    pub recall_window: Option<Duration>,
+    /// In groups of more members than this, only admins and the owner mention @all.
+    pub mention_all_max_members: usize,
+    /// Only contacts (an accepted friend request) may open a direct conversation.
+    pub direct_requires_friendship: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
@@ -136,6 +153,9 @@ pub struct Limits {
     pub outbound_queue: usize,
     pub outbound_queue_bytes: usize,
     pub max_group_members: usize,
+    pub max_attachment_size: i64,
+    pub max_attachment_json_bytes: usize,
+    pub max_mentions: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,14 +171,6 @@ pub struct Retention {
     pub partition_interval: Duration,
     #[serde(deserialize_with = "duration")]
     pub dedupe_window: Duration,
-}
-
-/// Rules of what users may do with each other.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatRules {
-    /// Only contacts (an accepted friend request) may open a direct conversation.
-    pub direct_requires_friendship: bool,
 }
 
 /// Log output format.

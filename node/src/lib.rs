@@ -14,6 +14,7 @@ use crate::config::{BusKind, LogFormat, Settings};
 use crate::state::AppState;
 use actix::{Actor, Arbiter};
 use actix_web::{web, App, HttpServer};
+use chat_actors::conversation::Rules;
 use chat_actors::directory::Directory;
 use chat_actors::maintenance::{self, partitions_ahead, UpkeepConfig};
 use chat_actors::messages::{Drain, FromBus, OpenSessions, UseArbiter};
@@ -22,8 +23,8 @@ use chat_actors::registry::Registry;
 use chat_actors::writer::{Writer, WriterConfig};
 use chat_actors::Chat;
 use chat_bus::{Bus, LocalBus, RedisBus};
-use chat_store::{Retention, Store, StoreConfig};
-use chat_wire::CloseCode;
+use chat_store::{EntryWindows, Retention, Store, StoreConfig};
+use chat_wire::{AttachLimits, CloseCode, DraftLimits};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -98,6 +99,10 @@ async fn connect_store(settings: &Settings) -> Result<Store, NodeError> {
         },
         write_pool_size: settings.database.write_pool_size,
         dedupe_window: settings.retention.dedupe_window,
+        entry_windows: EntryWindows {
+            edit: settings.chat.edit_window,
+            recall: settings.chat.recall_window,
+        },
     };
     // Postgres may still be starting (containers, a fresh machine): retry a while.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -177,6 +182,9 @@ impl ChatNode {
             settings.limits.max_connections_per_user,
             settings.node.conversation_idle,
         )
+        .with_rules(Rules {
+            mention_all_max_members: settings.chat.mention_all_max_members,
+        })
         .start();
         let arbiters = vec![writer_thread];
         let mut tasks = Vec::new();
@@ -217,7 +225,15 @@ impl ChatNode {
                 registry,
                 bus,
                 directory,
-                max_message_bytes: settings.limits.max_message_bytes,
+                limits: DraftLimits {
+                    max_body_bytes: settings.limits.max_message_bytes,
+                    attach: AttachLimits {
+                        max_file_bytes: settings.limits.max_attachment_size,
+                        max_json_bytes: settings.limits.max_attachment_json_bytes,
+                    },
+                    max_mentions: settings.limits.max_mentions,
+                },
+                max_group_members: settings.limits.max_group_members,
                 max_sync_bytes: settings.limits.max_sync_bytes,
                 sync_slots: Arc::new(tokio::sync::Semaphore::new(
                     (settings.database.pool_size / 2).max(1),

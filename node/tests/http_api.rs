@@ -255,7 +255,10 @@ async fn direct_chat_history_unread_and_sync() {
 
     let (s, r) = api.read(&bob.token, conv, 1).await.unwrap();
     assert_eq!(s, 200);
-    assert_eq!(r, json!({"read_seq": 1, "unread": 0, "total_unread": 0}));
+    assert_eq!(
+        r,
+        json!({"read_seq": 1, "unread": 0, "mentions_unread": 0, "total_unread": 0})
+    );
 
     // More messages; bob's reply moves his own cursor past alice's earlier ones.
     for i in 2..=6 {

@@ -365,7 +365,7 @@ async fn read_receipts_unread_and_typing() {
         let u = dev.expect("unread", T).await.unwrap();
         assert_eq!(
             u,
-            json!({"type": "unread", "conv": conv, "unread": 1, "total": 1})
+            json!({"type": "unread", "conv": conv, "unread": 1, "mentions_unread": 0, "total": 1})
         );
     }
     let r = wa.expect("read", T).await.unwrap();

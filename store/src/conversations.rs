@@ -3,10 +3,10 @@
 
 use crate::contacts::{are_contacts_in, blocked_between_in, DirectRules};
 use crate::error::StoreError;
-use crate::rows::{message_prefixed, parse_kind, parse_tier};
+use crate::rows::{message_prefixed, parse_kind, parse_role, parse_tier};
 use crate::sql::{audience_keys, ids, message_columns, retained, since, unread, visible};
 use crate::store::Store;
-use chat_wire::{AudienceKey, ConvId, Conversation, ConversationKind, Seq, Tier, UserId};
+use chat_wire::{AudienceKey, ConvId, Conversation, ConversationKind, Role, Seq, Tier, UserId};
 
 const INSERT_DIRECT: &str =
     "INSERT INTO conversations (kind, direct_a, direct_b, created_by, default_tier)
@@ -21,12 +21,16 @@ const INSERT_GROUP: &str = "INSERT INTO conversations (kind, title, created_by, 
 const INSERT_MEMBERS: &str = "INSERT INTO members (conv, user_id)
      SELECT $1, u FROM unnest($2::bigint[]) AS u ON CONFLICT DO NOTHING";
 
+/// The creator of a group owns it.
+const SET_OWNER: &str = "UPDATE members SET role = 'owner' WHERE conv = $1 AND user_id = $2";
+
 const BROADCAST_CONVERSATION: &str = "INSERT INTO conversations (kind, audience, title, created_by)
      VALUES ('broadcast', $1, $1, 0)
      ON CONFLICT (audience) DO UPDATE SET audience = EXCLUDED.audience RETURNING id";
 
 /// Whether user `$1` (audiences `$2`) may see conversation `$3`.
 const MEMBERSHIP: &str = "SELECT c.kind, c.last_seq, COALESCE(m.read_seq, 0) AS read_seq,
+            COALESCE(m.joined_seq, 0) AS joined_seq, m.role,
             CASE WHEN c.kind = 'broadcast' THEN c.audience = ANY($2::text[])
                  ELSE m.user_id IS NOT NULL END AS member
        FROM conversations c
@@ -46,7 +50,18 @@ const JOINED_SINCE: &str =
 
 const MEMBERS: &str = "SELECT user_id FROM members WHERE conv = $1 ORDER BY user_id";
 
+const MEMBER_ROLES: &str =
+    "SELECT user_id, role, joined_seq FROM members WHERE conv = $1 ORDER BY user_id";
+
 const CONVERSATION_KIND: &str = "SELECT kind, audience FROM conversations WHERE id = $1";
+
+/// The entries a conversation list shows as its last message: those people wrote and
+/// system entries, from the seq the caller joined at.
+macro_rules! shown {
+    () => {
+        "x.kind NOT IN ('edit', 'recall', 'reaction') AND x.seq >= v.joined_seq AND "
+    };
+}
 
 /// The prefix of the last-message columns of [`LIST_CONVERSATIONS`].
 const LAST_MESSAGE: &str = "lm_";
@@ -61,7 +76,9 @@ const LIST_CONVERSATIONS: &str = concat!(
     visible!(),
     "SELECT v.id, v.kind, v.title, v.audience, v.last_seq, v.read_seq, v.last_activity, ",
     unread!(),
-    " AS unread,
+    " AS unread, ",
+    unread!(mentions),
+    " AS mentions_unread, v.role,
        CASE WHEN v.kind = 'broadcast' THEN NULL
             ELSE (SELECT array_agg(user_id ORDER BY user_id) FROM members WHERE conv = v.id) END
          AS members,
@@ -72,12 +89,14 @@ const LIST_CONVERSATIONS: &str = concat!(
   FROM vis v
   LEFT JOIN LATERAL (
        (SELECT * FROM messages x WHERE v.last_seq > 0 AND x.conv = v.id AND ",
+    shown!(),
     retained!("x", "$3", "$4"),
     " AND x.created_at >= ",
     since!("v.id", "v.last_seq"),
     " ORDER BY x.seq DESC LIMIT 1)
        UNION ALL
        (SELECT * FROM messages x WHERE v.last_seq > 0 AND x.conv = v.id AND ",
+    shown!(),
     retained!("x", "$3", "$4"),
     " ORDER BY x.seq DESC LIMIT 1)
        LIMIT 1) lm ON true
@@ -136,6 +155,10 @@ pub enum Membership {
         kind: ConversationKind,
         last_seq: Seq,
         read_seq: Seq,
+        /// The seq the member was added at (0: from the start): they read from there.
+        joined_seq: Seq,
+        /// `None` for a broadcast reader.
+        role: Option<Role>,
     },
 }
 
@@ -202,6 +225,8 @@ impl Store {
         let id: i64 = row.try_get("id")?;
         let stmt = tx.prepare_cached(INSERT_MEMBERS).await?;
         tx.execute(&stmt, &[&id, &all]).await?;
+        let stmt = tx.prepare_cached(SET_OWNER).await?;
+        tx.execute(&stmt, &[&id, &creator.0]).await?;
         tx.commit().await?;
         Ok(ConvId(id))
     }
@@ -235,10 +260,17 @@ impl Store {
             return Ok(Membership::NotMember);
         }
         let kind: String = row.try_get("kind")?;
+        let kind = parse_kind(&kind)?;
+        let role: Option<String> = row.try_get("role")?;
         Ok(Membership::Member {
-            kind: parse_kind(&kind)?,
+            kind,
             last_seq: Seq(row.try_get("last_seq")?),
             read_seq: Seq(row.try_get("read_seq")?),
+            joined_seq: Seq(row.try_get("joined_seq")?),
+            role: match kind {
+                ConversationKind::Broadcast => None,
+                _ => role.as_deref().map(parse_role).transpose()?,
+            },
         })
     }
 
@@ -284,6 +316,22 @@ impl Store {
         let rows = self.query(MEMBERS, &[&conv.0]).await?;
         rows.iter()
             .map(|r| Ok(UserId(r.try_get("user_id")?)))
+            .collect()
+    }
+
+    /// Members of a direct or group conversation with their roles and the seq each
+    /// joined at.
+    pub async fn member_roles(&self, conv: ConvId) -> Result<Vec<(UserId, Role, Seq)>, StoreError> {
+        let rows = self.query(MEMBER_ROLES, &[&conv.0]).await?;
+        rows.iter()
+            .map(|r| {
+                let role: String = r.try_get("role")?;
+                Ok((
+                    UserId(r.try_get("user_id")?),
+                    parse_role(&role)?,
+                    Seq(r.try_get("joined_seq")?),
+                ))
+            })
             .collect()
     }
 
@@ -337,10 +385,11 @@ impl Store {
             }),
             _ => None,
         };
-        let list = rows
+        let mut list = rows
             .iter()
             .map(|r| {
                 let kind: String = r.try_get("kind")?;
+                let role: Option<String> = r.try_get("role")?;
                 let members: Option<Vec<i64>> = r.try_get("members")?;
                 let default_tier: String = r.try_get("default_tier")?;
                 Ok(Conversation {
@@ -353,12 +402,30 @@ impl Store {
                     last_seq: Seq(r.try_get("last_seq")?),
                     read_seq: Seq(r.try_get("read_seq")?),
                     unread: r.try_get("unread")?,
+                    mentions_unread: r.try_get("mentions_unread")?,
+                    role: role.as_deref().map(parse_role).transpose()?,
                     members: members.map(|m| m.into_iter().map(UserId).collect()),
                     default_tier: parse_tier(&default_tier)?,
                     last_message: message_prefixed(r, LAST_MESSAGE)?,
+                    preview: None,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut last: Vec<chat_wire::Message> = list
+            .iter_mut()
+            .filter_map(|c| c.last_message.take())
+            .collect();
+        if !last.is_empty() {
+            let client = self.pool().get().await?;
+            crate::fold::fold(&client, user, &mut last, c).await?;
+        }
+        let mut last = last.into_iter().peekable();
+        for conv in &mut list {
+            if last.peek().is_some_and(|m| m.conv == conv.id) {
+                conv.last_message = last.next();
+            }
+            conv.preview = conv.last_message.as_ref().map(chat_wire::Message::preview);
+        }
         Ok((list, next))
     }
 }

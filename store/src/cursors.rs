@@ -1,7 +1,7 @@
 //! Read cursors: moving them, and what is left unread behind them.
 
 use crate::error::StoreError;
-use crate::sql::{audience_keys, retained, since, unread, visible};
+use crate::sql::{audience_keys, countable, retained, since, unread, visible};
 use crate::store::Store;
 use chat_wire::{AudienceKey, ConvId, Seq, UserId};
 use std::collections::BTreeMap;
@@ -15,8 +15,12 @@ const UNREAD: &str = concat!(
 );
 
 const UNREAD_ONE: &str = concat!(
-    "SELECT count(*) AS unread FROM messages x
-      WHERE x.conv = $1 AND x.seq > $2 AND x.sender <> $3 AND ",
+    "SELECT count(*) AS unread,
+            count(*) FILTER (WHERE x.mentions && ARRAY[$3::bigint, 0::bigint]) AS mentions_unread
+       FROM messages x
+      WHERE x.conv = $1 AND x.seq > $2 AND x.sender <> $3 AND x.kind IN ",
+    countable!(),
+    " AND ",
     retained!("x", "$4", "$5"),
     " AND x.created_at >= ",
     since!("$1", "$2 + 1")
@@ -40,6 +44,8 @@ const MARK_READ_BROADCAST: &str = "INSERT INTO members (conv, user_id, read_seq)
 pub struct ReadOutcome {
     pub read_seq: Seq,
     pub unread: i64,
+    /// Of them, those that mention the reader (or everyone).
+    pub mentions_unread: i64,
 }
 
 impl Store {
@@ -66,8 +72,12 @@ impl Store {
                 .ok_or(StoreError::NotFound("membership"))?;
             Seq(row.try_get("read_seq")?)
         };
-        let unread = self.unread_in(user, conv, read_seq).await?;
-        Ok(ReadOutcome { read_seq, unread })
+        let (unread, mentions_unread) = self.unread_in(user, conv, read_seq).await?;
+        Ok(ReadOutcome {
+            read_seq,
+            unread,
+            mentions_unread,
+        })
     }
 
     /// Unread per conversation (only those with any) and in total.
@@ -95,13 +105,14 @@ impl Store {
         Ok((total, map))
     }
 
-    /// Unread of one member whose cursor is at `read_seq`.
+    /// Unread of one member whose cursor is at `read_seq`, and of them those that
+    /// mention the member.
     pub async fn unread_in(
         &self,
         user: UserId,
         conv: ConvId,
         read_seq: Seq,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<(i64, i64), StoreError> {
         let c = self.cutoffs();
         let row = self
             .query_one(
@@ -109,6 +120,6 @@ impl Store {
                 &[&conv.0, &read_seq.0, &user.0, &c.normal, &c.important],
             )
             .await?;
-        Ok(row.try_get("unread")?)
+        Ok((row.try_get("unread")?, row.try_get("mentions_unread")?))
     }
 }

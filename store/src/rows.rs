@@ -2,14 +2,17 @@
 //! position, so a statement may list its columns in any order.
 
 use crate::error::StoreError;
-use chat_wire::{ConvId, ConversationKind, Message, Seq, Tier, UserId};
+use chat_wire::{
+    Attachment, ConvId, ConversationKind, Message, MessageKind, ReactionChange, Role, Seq,
+    SystemEntry, Tier, UserId,
+};
 use std::borrow::Cow;
 use tokio_postgres::Row;
 
 /// The columns of a message row that [`message_prefixed`] reads: the tests hold
 /// `message_columns!` and the statements that select a message to this list.
 #[cfg(test)]
-pub(crate) const MESSAGE_COLUMNS: [&str; 8] = [
+pub(crate) const MESSAGE_COLUMNS: [&str; 13] = [
     "conv",
     "seq",
     "sender",
@@ -18,11 +21,39 @@ pub(crate) const MESSAGE_COLUMNS: [&str; 8] = [
     "tier",
     "created_at",
     "reply_to",
+    "kind",
+    "attach",
+    "mentions",
+    "target",
+    "meta",
 ];
 
 pub(crate) fn parse_kind(s: &str) -> Result<ConversationKind, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Unavailable(format!("unexpected conversation kind {s}")))
+}
+
+pub(crate) fn parse_message_kind(s: &str) -> Result<MessageKind, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Unavailable(format!("unexpected message kind {s}")))
+}
+
+pub(crate) fn parse_role(s: &str) -> Result<Role, StoreError> {
+    s.parse()
+        .map_err(|_| StoreError::Unavailable(format!("unexpected role {s}")))
+}
+
+/// A JSON column as `T`; a stored value that no longer decodes is an error of the
+/// store, never of the caller.
+fn json<T: serde::de::DeserializeOwned>(
+    v: Option<serde_json::Value>,
+    what: &str,
+) -> Result<Option<T>, StoreError> {
+    v.map(|v| {
+        serde_json::from_value(v)
+            .map_err(|e| StoreError::Unavailable(format!("unexpected {what}: {e}")))
+    })
+    .transpose()
 }
 
 pub(crate) fn parse_tier(s: &str) -> Result<Tier, StoreError> {
@@ -46,6 +77,15 @@ pub(crate) fn message_prefixed(row: &Row, prefix: &str) -> Result<Option<Message
     let conv: Option<i64> = row.try_get(&*col("conv"))?;
     let Some(conv) = conv else { return Ok(None) };
     let tier: String = row.try_get(&*col("tier"))?;
+    let kind: String = row.try_get(&*col("kind"))?;
+    let kind = parse_message_kind(&kind)?;
+    let meta: Option<serde_json::Value> = row.try_get(&*col("meta"))?;
+    let (system, reaction) = match kind {
+        MessageKind::System => (json::<SystemEntry>(meta, "system entry")?, None),
+        MessageKind::Reaction => (None, json::<ReactionChange>(meta, "reaction")?),
+        _ => (None, None),
+    };
+    let mentions: Option<Vec<i64>> = row.try_get(&*col("mentions"))?;
     Ok(Some(Message {
         conv: ConvId(conv),
         seq: Seq(row.try_get(&*col("seq"))?),
@@ -55,6 +95,19 @@ pub(crate) fn message_prefixed(row: &Row, prefix: &str) -> Result<Option<Message
         tier: parse_tier(&tier)?,
         ts: row.try_get(&*col("created_at"))?,
         reply_to: row.try_get::<_, Option<i64>>(&*col("reply_to"))?.map(Seq),
+        kind,
+        attach: json::<Attachment>(row.try_get(&*col("attach"))?, "attachment")?,
+        mentions: mentions
+            .unwrap_or_default()
+            .into_iter()
+            .map(UserId)
+            .collect(),
+        target: row.try_get::<_, Option<i64>>(&*col("target"))?.map(Seq),
+        system,
+        reaction,
+        edited: false,
+        recalled: false,
+        reactions: Vec::new(),
     }))
 }
 

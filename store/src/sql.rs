@@ -35,12 +35,12 @@ macro_rules! visible {
     () => {
         "WITH vis AS (
             SELECT c.id, c.kind, c.title, c.audience, c.default_tier, c.last_seq,
-                   c.last_activity, m.read_seq
+                   c.last_activity, m.read_seq, m.joined_seq, m.role
               FROM members m JOIN conversations c ON c.id = m.conv
              WHERE m.user_id = $1 AND c.kind <> 'broadcast'
             UNION ALL
             SELECT c.id, c.kind, c.title, c.audience, c.default_tier, c.last_seq,
-                   c.last_activity, COALESCE(m.read_seq, 0)
+                   c.last_activity, COALESCE(m.read_seq, 0), 0::bigint, NULL::text
               FROM conversations c
               LEFT JOIN members m ON m.conv = c.id AND m.user_id = $1
              WHERE c.kind = 'broadcast' AND c.audience = ANY($2::text[])
@@ -80,14 +80,39 @@ macro_rules! since {
     };
 }
 
+/// The kinds that count as unread (the ones people write), as an SQL list.
+macro_rules! countable {
+    () => {
+        "('text', 'image', 'file', 'audio', 'video', 'location', 'custom')"
+    };
+}
+
+/// The predicate "message `x` mentions user `$1` or everyone".
+macro_rules! mentions {
+    () => {
+        "x.mentions && ARRAY[$1::bigint, 0::bigint]"
+    };
+}
+
 /// Unread of the `vis` row `v` for user `$1`, cutoffs in `$3`, `$4` (an expression:
-/// the statement names its column).
+/// the statement names its column): the messages people other than the user wrote
+/// after the cursor. `unread!(mentions)`: of them, those that mention the user.
 macro_rules! unread {
     () => {
+        $crate::sql::unread!(@ "")
+    };
+    (mentions) => {
+        $crate::sql::unread!(@ concat!(" AND ", $crate::sql::mentions!()))
+    };
+    (@ $extra:expr) => {
         concat!(
             "(CASE WHEN v.last_seq <= v.read_seq THEN 0 ELSE (
                 SELECT count(*) FROM messages x
-                 WHERE x.conv = v.id AND x.seq > v.read_seq AND x.sender <> $1 AND ",
+                 WHERE x.conv = v.id AND x.seq > v.read_seq AND x.sender <> $1
+                   AND x.kind IN ",
+            $crate::sql::countable!(),
+            $extra,
+            " AND ",
             $crate::sql::retained!("x", "$3", "$4"),
             " AND x.created_at >= ",
             $crate::sql::since!("v.id", "v.read_seq + 1"),
@@ -111,7 +136,12 @@ macro_rules! message_columns {
             $m, ".body, ",
             $m, ".tier, ",
             $m, ".created_at, ",
-            $m, ".reply_to"
+            $m, ".reply_to, ",
+            $m, ".kind, ",
+            $m, ".attach, ",
+            $m, ".mentions, ",
+            $m, ".target, ",
+            $m, ".meta"
         )
     };
     ($m:literal AS $p:literal) => {
@@ -123,12 +153,19 @@ macro_rules! message_columns {
             $m, ".body AS ", $p, "body, ",
             $m, ".tier AS ", $p, "tier, ",
             $m, ".created_at AS ", $p, "created_at, ",
-            $m, ".reply_to AS ", $p, "reply_to"
+            $m, ".reply_to AS ", $p, "reply_to, ",
+            $m, ".kind AS ", $p, "kind, ",
+            $m, ".attach AS ", $p, "attach, ",
+            $m, ".mentions AS ", $p, "mentions, ",
+            $m, ".target AS ", $p, "target, ",
+            $m, ".meta AS ", $p, "meta"
         )
     };
 }
 
-pub(crate) use {day_of_seq, message_columns, retained, since, unread, visible};
+pub(crate) use {
+    countable, day_of_seq, mentions, message_columns, retained, since, unread, visible,
+};
 
 /// User ids as a `bigint[]` parameter.
 pub(crate) fn ids(list: &[UserId]) -> Vec<i64> {

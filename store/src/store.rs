@@ -31,6 +31,8 @@ pub struct StoreConfig {
     /// How long a send's cid is remembered: a resend within it is answered with the
     /// stored message and never stored twice.
     pub dedupe_window: Duration,
+    /// How long senders may edit and recall their messages.
+    pub entry_windows: crate::messages::EntryWindows,
 }
 
 /// A statement parameter.
@@ -43,6 +45,7 @@ pub struct Store {
     write_pool: Pool,
     retention: Retention,
     dedupe_window: Duration,
+    entry_windows: crate::messages::EntryWindows,
 }
 
 /// Builds one pool of `size` connections with the server settings `options`.
@@ -97,6 +100,7 @@ impl Store {
             write_pool,
             retention: config.retention,
             dedupe_window: config.dedupe_window,
+            entry_windows: config.entry_windows,
         };
         store.ping().await?;
         Ok(store)
@@ -116,6 +120,10 @@ impl Store {
     }
 
     /// How long a cid is remembered.
+    pub(crate) fn entry_windows(&self) -> crate::messages::EntryWindows {
+        self.entry_windows
+    }
+
     pub fn dedupe_window(&self) -> Duration {
         self.dedupe_window
     }

@@ -1,6 +1,7 @@
 //! Sync: every visible conversation past the client's cursors, with its new messages.
 
 use crate::error::StoreError;
+use crate::fold::fold;
 use crate::messages::lower_bound;
 use crate::rows::message;
 use crate::sql::{audience_keys, day_of_seq, message_columns, retained, unread, visible};
@@ -14,18 +15,25 @@ use std::collections::{BTreeMap, HashMap};
 const SYNC_MAX_CONVERSATIONS: i64 = 200;
 
 /// Visible conversations whose `last_seq` is past the client's cursor (`$5` ids,
-/// `$6` cursors; a missing cursor is 0), at most `$7` of them, by id.
+/// `$6` cursors; a missing cursor is 0; a member added later reads from the entry
+/// that added them), at most `$7` of them, by id.
 const SYNC_CONVERSATIONS: &str = concat!(
     visible!(),
     ", cur AS (SELECT * FROM unnest($5::bigint[], $6::bigint[]) AS t(conv, after))
 SELECT v.id, v.last_seq, v.read_seq, ",
     unread!(),
-    " AS unread, COALESCE(cur.after, 0) AS after,
+    " AS unread, ",
+    unread!(mentions),
+    " AS mentions_unread,
+       GREATEST(COALESCE(cur.after, 0), v.joined_seq - 1) AS after,
        ",
-    day_of_seq!("v.id", "COALESCE(cur.after, 0) + 1"),
+    day_of_seq!(
+        "v.id",
+        "GREATEST(COALESCE(cur.after, 0), v.joined_seq - 1) + 1"
+    ),
     " AS since
   FROM vis v LEFT JOIN cur ON cur.conv = v.id
- WHERE v.last_seq > COALESCE(cur.after, 0)
+ WHERE v.last_seq > GREATEST(COALESCE(cur.after, 0), v.joined_seq - 1)
  ORDER BY v.id
  LIMIT $7"
 );
@@ -42,8 +50,9 @@ const SYNC_MESSAGES: &str = concat!(
   SELECT x.*, min(CASE WHEN x.before_conv >= $7 THEN x.conv END) OVER () AS cut_at
     FROM (
       SELECT x.*,
-             sum(octet_length(x.body) + octet_length(x.cid) + 256) OVER (ORDER BY x.conv, x.seq)
-               - sum(octet_length(x.body) + octet_length(x.cid) + 256)
+             sum(octet_length(x.body) + octet_length(x.cid) + COALESCE(octet_length(x.attach::text), 0) + 256)
+                 OVER (ORDER BY x.conv, x.seq)
+               - sum(octet_length(x.body) + octet_length(x.cid) + COALESCE(octet_length(x.attach::text), 0) + 256)
                    OVER (PARTITION BY x.conv ORDER BY x.seq)
                AS before_conv
         FROM unnest($1::bigint[], $2::bigint[]) AS t(conv, after)
@@ -108,6 +117,7 @@ impl Store {
                 last_seq: Seq(r.try_get("last_seq")?),
                 read_seq: Seq(r.try_get("read_seq")?),
                 unread: r.try_get("unread")?,
+                mentions_unread: r.try_get("mentions_unread")?,
                 messages: Vec::new(),
             });
         }
@@ -130,9 +140,13 @@ impl Store {
                 .await?;
             let mut by_conv: HashMap<i64, Vec<Message>> = HashMap::new();
             let mut cut_at: Option<i64> = None;
+            let mut all = Vec::with_capacity(rows.len());
             for r in &rows {
                 cut_at = r.try_get("cut_at")?;
-                let m = message(r)?;
+                all.push(message(r)?);
+            }
+            fold(&client, user, &mut all, c).await?;
+            for m in all {
                 by_conv.entry(m.conv.0).or_default().push(m);
             }
             if let Some(cut) = cut_at {

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// What a client can say.
+/// What a client can say. A frame is parsed and acted on at once, never kept in a
+/// collection, so its size is of no concern.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
@@ -31,10 +33,63 @@ pub enum ClientFrame {
         #[serde(default)]
         events_cursor: Option<i64>,
     },
+    /// Edit a message of one's own (`target`): a new entry with the new body; answered
+    /// by `ack` or `error` with `ref: cid`.
+    Edit {
+        conv: ConvId,
+        target: Seq,
+        cid: String,
+        body: String,
+    },
+    /// Recall a message (one's own within the recall window, any as a group admin).
+    Recall {
+        conv: ConvId,
+        target: Seq,
+        cid: String,
+    },
+    /// Set (`on: true`) or take back a reaction on a message.
+    React {
+        conv: ConvId,
+        target: Seq,
+        cid: String,
+        emoji: String,
+        #[serde(default = "yes")]
+        on: bool,
+    },
     /// Ephemeral, never stored.
     Typing { conv: ConvId },
     /// Answered by `pong`.
     Ping,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ClientFrame {
+    /// The draft of a frame that stores an entry (`send`, `edit`, `recall`, `react`),
+    /// with its conversation; any other frame comes back as it was (moved, not copied).
+    #[allow(clippy::result_large_err)]
+    pub fn into_draft(self) -> Result<(ConvId, Draft), ClientFrame> {
+        match self {
+            ClientFrame::Send { conv, draft } => Ok((conv, draft)),
+            ClientFrame::Edit {
+                conv,
+                target,
+                cid,
+                body,
+            } => Ok((conv, Draft::edit(cid, target, body))),
+            ClientFrame::Recall { conv, target, cid } => Ok((conv, Draft::recall(cid, target))),
+            ClientFrame::React {
+                conv,
+                target,
+                cid,
+                emoji,
+                on,
+            } => Ok((conv, Draft::reaction(cid, target, emoji, on))),
+            other => Err(other),
+        }
+    }
 }
 
 /// A text frame that is not a valid client frame: what to answer, and to what.
@@ -102,7 +157,9 @@ impl CloseCode {
     }
 }
 
-/// What the server says.
+/// What the server says. A frame is encoded at once, never kept in a collection, so
+/// its size is of no concern.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
@@ -131,6 +188,9 @@ pub enum ServerFrame {
     Unread {
         conv: ConvId,
         unread: i64,
+        /// Of them, those that mention the user (or everyone).
+        #[serde(default)]
+        mentions_unread: i64,
         total: i64,
     },
     /// A member is typing.
@@ -154,6 +214,11 @@ pub enum ServerFrame {
     Joined {
         conv: ConvId,
         conversation: Box<Conversation>,
+    },
+    /// The user is no longer a member (removed, or left on another device): no more
+    /// pushes of the conversation; what the client holds of it stays its own.
+    Left {
+        conv: ConvId,
     },
     /// A new event of the user's own stream (a friend request, its answer, an
     /// unfriend, a block from another device). A client that sees a gap in their seq
@@ -229,14 +294,29 @@ mod tests {
             f,
             Ok(ClientFrame::Send {
                 conv: ConvId(3),
-                draft: Draft {
-                    cid: "a1".into(),
-                    body: "hi".into(),
-                    tier: None,
-                    reply_to: None
-                }
+                draft: Draft::text("a1", "hi")
             })
         );
+    }
+
+    #[test]
+    fn entry_frames_become_drafts() {
+        let f =
+            ClientFrame::parse(r#"{"type":"react","conv":3,"target":2,"cid":"r1","emoji":"👍"}"#)
+                .expect("a react frame");
+        let (conv, d) = f.into_draft().expect("a draft");
+        assert_eq!(conv, ConvId(3));
+        assert_eq!(d.kind, crate::MessageKind::Reaction);
+        assert_eq!(d.target, Some(Seq(2)));
+        assert_eq!(d.reaction.map(|r| r.on), Some(true));
+        // A send cannot forge what the node sets.
+        let f = ClientFrame::parse(
+            r#"{"type":"send","conv":3,"cid":"s1","body":"x","target":2,"kind":"recall"}"#,
+        )
+        .expect("parses");
+        let (_, d) = f.into_draft().expect("a draft");
+        assert_eq!(d.target, None);
+        assert!(d.check(&crate::DraftLimits::default()).is_err());
     }
 
     #[test]

@@ -153,6 +153,9 @@ pub struct ReadRequest {
 pub struct ReadResponse {
     pub read_seq: Seq,
     pub unread: i64,
+    /// Of them, those that mention the caller (or everyone).
+    #[serde(default)]
+    pub mentions_unread: i64,
     pub total_unread: i64,
 }
 
@@ -185,7 +188,10 @@ pub struct SyncConversation {
     pub last_seq: Seq,
     pub read_seq: Seq,
     pub unread: i64,
-    /// Retained messages after the cursor, ascending.
+    #[serde(default)]
+    pub mentions_unread: i64,
+    /// Retained entries after the cursor, ascending, with edits, recalls and
+    /// reactions folded into the messages they act on (the entries come as well).
     pub messages: Vec<Message>,
 }
 
@@ -249,4 +255,42 @@ pub struct Health {
     /// Why the node is not ready, when it is not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
+}
+
+/// `POST /conversations/{id}/members`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddMembers {
+    /// 1..=100 user ids to add; members already there are left as they are.
+    pub users: Vec<UserId>,
+}
+
+/// `PATCH /conversations/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PatchConversation {
+    #[schema(min_length = 1, max_length = 200)]
+    pub title: Option<String>,
+}
+
+/// `PUT /conversations/{id}/members/{user}/role`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetRole {
+    /// `admin` or `member` (the owner hands over by leaving).
+    pub role: crate::entry::Role,
+}
+
+/// `PATCH /conversations/{id}/messages/{seq}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EditRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    pub cid: String,
+    #[schema(min_length = 1)]
+    pub body: String,
+}
+
+/// The `cid` of a recall or a reaction (`?cid=`): a retry with the same cid is
+/// answered with the entry stored the first time.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+pub struct CidQuery {
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    pub cid: String,
 }

@@ -6,6 +6,7 @@
 
 pub mod attributes;
 pub mod contacts;
+pub mod entry;
 pub mod error;
 pub mod frames;
 pub mod http;
@@ -17,10 +18,14 @@ pub use contacts::{
     Contact, ContactRequest, ContactsResponse, EventEntry, NewContactRequest, PatchMe,
     ProfileChange, RequestEnvelope, RequestStatus, UserEvent,
 };
+pub use entry::{
+    AttachLimits, Attachment, MessageKind, ReactionChange, ReactionCount, Role, SystemAction,
+    SystemEntry,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frames::{ClientFrame, CloseCode, FrameError, ServerFrame};
 pub use ids::{ConvId, RequestId, Seq, UserId};
-pub use message::{Conversation, ConversationKind, Draft, DraftError, Message, Tier};
+pub use message::{Conversation, ConversationKind, Draft, DraftError, DraftLimits, Message, Tier};
 
 /// Longest accepted client id (`cid`).
 pub const MAX_CID_LEN: usize = 64;

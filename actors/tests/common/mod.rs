@@ -18,6 +18,7 @@ pub async fn store(db: &TestDb) -> Store {
         },
         write_pool_size: 2,
         dedupe_window: Duration::from_secs(3600),
+        entry_windows: Default::default(),
     })
     .await
     .unwrap();
@@ -69,7 +70,11 @@ pub fn actors(store: &Store) -> Actors {
         registry: registry.clone(),
         bus,
         directory: directory.clone(),
-        max_message_bytes: 1024,
+        limits: chat_wire::DraftLimits {
+            max_body_bytes: 1024,
+            ..Default::default()
+        },
+        max_group_members: 1000,
         max_sync_bytes: 1 << 20,
         sync_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
     };
@@ -158,12 +163,7 @@ pub async fn direct_with_messages(
     );
     let mut stored = Vec::new();
     for i in 1..=n {
-        let draft = chat_wire::Draft {
-            cid: format!("{prefix}-{i}"),
-            body: format!("m{i}"),
-            tier: None,
-            reply_to: None,
-        };
+        let draft = chat_wire::Draft::text(format!("{prefix}-{i}"), format!("m{i}"));
         let out = writer
             .append(conv, vec![NewMessage { sender: a, draft }])
             .await
@@ -191,7 +191,7 @@ pub async fn stop_while_holding(
         first
             .send(Remote {
                 event: chat_bus::Event::Message {
-                    message: stored[i - 1].clone(),
+                    message: Box::new(stored[i - 1].clone()),
                 },
             })
             .await

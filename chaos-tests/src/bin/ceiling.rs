@@ -152,6 +152,15 @@ impl State {
             tier: Tier::Normal,
             ts,
             reply_to: None,
+            kind: Default::default(),
+            attach: None,
+            mentions: Vec::new(),
+            target: None,
+            system: None,
+            reaction: None,
+            edited: false,
+            recalled: false,
+            reactions: Vec::new(),
         }));
         let _ = tx.send(text(&ServerFrame::Ack {
             cid: cid.into_owned(),

@@ -26,10 +26,8 @@ pub async fn broadcast(
         .map_err(|e| ApiError::bad_request(e.to_string()))?
         .key();
     let draft = Draft {
-        cid: req.cid,
-        body: req.body,
         tier: req.tier,
-        reply_to: None,
+        ..Draft::text(req.cid, req.body)
     };
     // Refused before the audience's conversation is created for nothing.
     state.chat.send_shape(&draft)?;

@@ -5,16 +5,14 @@ use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::state::{AppState, Caller};
 use actix_web::{web, HttpResponse};
-use chat_actors::messages::Joined;
 use chat_actors::service::SendCommand;
-use chat_bus::{Channel, Event};
-use chat_store::{DirectRules, ListCursor, Membership, NewMessage};
+use chat_store::{DirectRules, GroupChange, ListCursor, Membership, NewMessage};
 use chat_wire::http::{
-    ConversationEnvelope, ConversationList, CreateConversation, History, HistoryQuery, ListQuery,
-    ReadRequest, ReadResponse, SendRequest, SendResponse, SyncRequest, SyncResponse,
-    UnreadResponse,
+    AddMembers, CidQuery, ConversationEnvelope, ConversationList, CreateConversation, EditRequest,
+    History, HistoryQuery, ListQuery, PatchConversation, ReadRequest, ReadResponse, SendRequest,
+    SendResponse, SetRole, SyncRequest, SyncResponse, UnreadResponse,
 };
-use chat_wire::{storable_text, ConvId, Conversation, ErrorBody, Seq, UserId};
+use chat_wire::{storable_text, ConvId, Conversation, Draft, ErrorBody, Seq, UserId};
 
 /// Longest group title, in characters.
 const MAX_TITLE: usize = 200;
@@ -28,20 +26,6 @@ async fn view(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Convers
         .into_iter()
         .next()
         .ok_or_else(ApiError::conversation_not_found)
-}
-
-/// Tells this node and the others that `members` joined `conv`.
-fn announce_join(state: &AppState, conv: ConvId, members: Vec<UserId>) {
-    for user in &members {
-        state
-            .chat
-            .bus
-            .publish(&Channel::User(*user), &Event::Joined { user: *user, conv });
-    }
-    state.registry().do_send(Joined {
-        users: members,
-        conv,
-    });
 }
 
 /// Opens the direct conversation with `peer` (200 with the existing one), or creates a
@@ -73,7 +57,7 @@ pub async fn create(
             };
             let (conv, created) = state.store().create_direct(me, peer, tier, rules).await?;
             if created {
-                announce_join(&state, conv, vec![me, peer]);
+                state.chat.announce_join(conv, vec![me, peer]);
             }
             (conv, created)
         }
@@ -82,10 +66,7 @@ pub async fn create(
             members,
             default_tier,
         } => {
-            let title = title.trim().to_string();
-            if title.is_empty() || title.chars().count() > MAX_TITLE || !storable_text(&title) {
-                return Err(ApiError::bad_request("title must be 1..200 characters"));
-            }
+            let title = checked_title(&title)?;
             let mut others: Vec<UserId> = members.into_iter().filter(|m| *m != me).collect();
             others.sort_unstable();
             others.dedup();
@@ -95,10 +76,13 @@ pub async fn create(
                 ));
             }
             if others.len() + 1 > state.settings.limits.max_group_members {
-                return Err(ApiError::bad_request(format!(
-                    "a group has at most {} members",
-                    state.settings.limits.max_group_members
-                )));
+                return Err(ApiError::new(
+                    chat_wire::ErrorCode::Conflict,
+                    format!(
+                        "a group has at most {} members",
+                        state.settings.limits.max_group_members
+                    ),
+                ));
             }
             if state.store().count_users(&others).await? != others.len() as i64 {
                 return Err(ApiError::not_found("a member is not a known user"));
@@ -109,7 +93,7 @@ pub async fn create(
                 .create_group(me, &title, &others, tier)
                 .await?;
             others.push(me);
-            announce_join(&state, conv, others);
+            state.chat.announce_join(conv, others);
             (conv, true)
         }
     };
@@ -156,7 +140,17 @@ pub async fn list(
     }))
 }
 
-async fn member(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Seq, ApiError> {
+/// A title as stored: trimmed, 1..200 characters.
+fn checked_title(title: &str) -> Result<String, ApiError> {
+    let title = title.trim().to_string();
+    if title.is_empty() || title.chars().count() > MAX_TITLE || !storable_text(&title) {
+        return Err(ApiError::bad_request("title must be 1..200 characters"));
+    }
+    Ok(title)
+}
+
+/// The caller's last seq and the seq they joined at, or why they cannot read `conv`.
+async fn member(state: &AppState, caller: &Caller, conv: ConvId) -> Result<(Seq, Seq), ApiError> {
     match state
         .store()
         .membership(caller.user.id, &caller.audiences, conv)
@@ -164,7 +158,11 @@ async fn member(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Seq, 
     {
         Membership::NoSuchConversation => Err(ApiError::conversation_not_found()),
         Membership::NotMember => Err(ApiError::not_member()),
-        Membership::Member { last_seq, .. } => Ok(last_seq),
+        Membership::Member {
+            last_seq,
+            joined_seq,
+            ..
+        } => Ok((last_seq, joined_seq)),
     }
 }
 
@@ -188,10 +186,12 @@ pub async fn history(
         return Err(ApiError::bad_request("before_seq must be >= 1"));
     }
     let caller = state.caller(user.0).await?;
-    let last_seq = member(&state, &caller, conv).await?;
+    let (last_seq, joined_seq) = member(&state, &caller, conv).await?;
     let before = Seq(q.before_seq.unwrap_or(i64::MAX).min(last_seq.0 + 1));
-    let (messages, oldest_retained_seq) =
-        state.store().history(conv, before, limit, last_seq).await?;
+    let (messages, oldest_retained_seq) = state
+        .store()
+        .history(caller.user.id, conv, before, limit, last_seq, joined_seq)
+        .await?;
     Ok(HttpResponse::Ok().json(History {
         messages,
         oldest_retained_seq,
@@ -212,14 +212,22 @@ pub async fn send(
     path: web::Path<i64>,
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    state.writes.check(user.0)?;
+    store_entry(&state, user.0, ConvId(path.into_inner()), body.into_inner()).await
+}
+
+/// Stores one entry as `sender` through the conversation's actor: 201 with its seq, or
+/// 200 with the seq stored the first time for a cid sent again.
+async fn store_entry(
+    state: &AppState,
+    sender: UserId,
+    conv: ConvId,
+    draft: Draft,
+) -> Result<HttpResponse, ApiError> {
+    state.writes.check(sender)?;
     let cmd = SendCommand {
-        conv: ConvId(path.into_inner()),
+        conv,
         session: None,
-        message: NewMessage {
-            sender: user.0,
-            draft: body.into_inner(),
-        },
+        message: NewMessage { sender, draft },
     };
     let accepted = state.chat.send(cmd).await?;
     let body = SendResponse {
@@ -231,6 +239,227 @@ pub async fn send(
     } else {
         HttpResponse::Created().json(body)
     })
+}
+
+/// Edits a message of the caller's: a new `edit` entry with the new body. History,
+/// sync and the list show the message with it; it never counts as unread.
+#[utoipa::path(patch, path = "/api/v1/conversations/{id}/messages/{seq}", tag = "conversations",
+    security(("bearer" = [])), request_body = EditRequest,
+    params(("id" = i64, Path, description = "Conversation id"), ("seq" = i64, Path, description = "The message to edit")),
+    responses((status = 201, description = "The edit entry", body = SendResponse),
+        (status = 200, description = "This cid was stored before", body = SendResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn edit(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+    body: web::Json<EditRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (conv, seq) = path.into_inner();
+    let EditRequest { cid, body } = body.into_inner();
+    store_entry(
+        &state,
+        user.0,
+        ConvId(conv),
+        Draft::edit(cid, Seq(seq), body),
+    )
+    .await
+}
+
+/// Recalls a message: a new `recall` entry. The sender recalls within
+/// `chat.recall_window`, group admins any message; its body is no longer returned.
+#[utoipa::path(delete, path = "/api/v1/conversations/{id}/messages/{seq}", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Conversation id"), ("seq" = i64, Path, description = "The message to recall"), CidQuery),
+    responses((status = 201, description = "The recall entry", body = SendResponse),
+        (status = 200, description = "This cid was stored before", body = SendResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn recall(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+    query: web::Query<CidQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (conv, seq) = path.into_inner();
+    let draft = Draft::recall(query.into_inner().cid, Seq(seq));
+    store_entry(&state, user.0, ConvId(conv), draft).await
+}
+
+/// Adds the caller's reaction `emoji` to a message: a new `reaction` entry.
+#[utoipa::path(put, path = "/api/v1/conversations/{id}/messages/{seq}/reactions/{emoji}", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Conversation id"), ("seq" = i64, Path, description = "The message"),
+        ("emoji" = String, Path, description = "The reaction, URL-encoded"), CidQuery),
+    responses((status = 201, description = "The reaction entry", body = SendResponse),
+        (status = 200, description = "This cid was stored before", body = SendResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn react(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64, String)>,
+    query: web::Query<CidQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (conv, seq, emoji) = path.into_inner();
+    let draft = Draft::reaction(query.into_inner().cid, Seq(seq), emoji, true);
+    store_entry(&state, user.0, ConvId(conv), draft).await
+}
+
+/// Takes the caller's reaction `emoji` off a message: a new `reaction` entry.
+#[utoipa::path(delete, path = "/api/v1/conversations/{id}/messages/{seq}/reactions/{emoji}", tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Conversation id"), ("seq" = i64, Path, description = "The message"),
+        ("emoji" = String, Path, description = "The reaction, URL-encoded"), CidQuery),
+    responses((status = 201, description = "The reaction entry", body = SendResponse),
+        (status = 200, description = "This cid was stored before", body = SendResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn unreact(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64, String)>,
+    query: web::Query<CidQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (conv, seq, emoji) = path.into_inner();
+    let draft = Draft::reaction(query.into_inner().cid, Seq(seq), emoji, false);
+    store_entry(&state, user.0, ConvId(conv), draft).await
+}
+
+/// Makes one change to a group and answers with the group as the caller sees it.
+async fn change(
+    state: &AppState,
+    user: UserId,
+    conv: ConvId,
+    change: GroupChange,
+) -> Result<HttpResponse, ApiError> {
+    state.writes.check(user)?;
+    let leaving = change == GroupChange::Leave;
+    state.chat.change_group(user, conv, change).await?;
+    if leaving {
+        return Ok(HttpResponse::Ok().json(serde_json::json!({})));
+    }
+    let caller = state.caller(user).await?;
+    let conversation = view(state, &caller, conv).await?;
+    Ok(HttpResponse::Ok().json(ConversationEnvelope { conversation }))
+}
+
+/// Adds users to a group (admins and the owner): one `system` entry `added`. The new
+/// members read the group from that entry on.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/members", tag = "groups",
+    security(("bearer" = [])), request_body = AddMembers,
+    params(("id" = i64, Path, description = "Group id")),
+    responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The group would grow past limits.max_group_members", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn add_members(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<i64>,
+    body: web::Json<AddMembers>,
+) -> Result<HttpResponse, ApiError> {
+    let users = body.into_inner().users;
+    if users.is_empty() || users.len() > 100 {
+        return Err(ApiError::bad_request("users must hold 1..=100 ids"));
+    }
+    let conv = ConvId(path.into_inner());
+    change(&state, user.0, conv, GroupChange::Add(users)).await
+}
+
+/// Removes a member (admins remove members, the owner anyone): one `system` entry
+/// `removed`. The removed member stops receiving the group at once, on every node.
+#[utoipa::path(delete, path = "/api/v1/conversations/{id}/members/{user}", tag = "groups",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Group id"), ("user" = i64, Path, description = "The member to remove")),
+    responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn remove_member(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (conv, member) = path.into_inner();
+    change(
+        &state,
+        user.0,
+        ConvId(conv),
+        GroupChange::Remove(UserId(member)),
+    )
+    .await
+}
+
+/// Leaves a group: one `system` entry `left` (and `role_changed` when the owner
+/// leaves and hands over).
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/leave", tag = "groups",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Group id")),
+    responses((status = 200, description = "Left", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn leave(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    change(
+        &state,
+        user.0,
+        ConvId(path.into_inner()),
+        GroupChange::Leave,
+    )
+    .await
+}
+
+/// Renames a group (admins and the owner): one `system` entry `renamed`.
+#[utoipa::path(patch, path = "/api/v1/conversations/{id}", tag = "groups",
+    security(("bearer" = [])), request_body = PatchConversation,
+    params(("id" = i64, Path, description = "Group id")),
+    responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn patch(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<i64>,
+    body: web::Json<PatchConversation>,
+) -> Result<HttpResponse, ApiError> {
+    let conv = ConvId(path.into_inner());
+    let Some(title) = body.into_inner().title else {
+        let caller = state.caller(user.0).await?;
+        member(&state, &caller, conv).await?;
+        let conversation = view(&state, &caller, conv).await?;
+        return Ok(HttpResponse::Ok().json(ConversationEnvelope { conversation }));
+    };
+    let title = checked_title(&title)?;
+    change(&state, user.0, conv, GroupChange::Rename(title)).await
+}
+
+/// Makes a member an admin, or an admin a member (the owner only): one `system`
+/// entry `role_changed`.
+#[utoipa::path(put, path = "/api/v1/conversations/{id}/members/{user}/role", tag = "groups",
+    security(("bearer" = [])), request_body = SetRole,
+    params(("id" = i64, Path, description = "Group id"), ("user" = i64, Path, description = "The member")),
+    responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn set_role(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+    body: web::Json<SetRole>,
+) -> Result<HttpResponse, ApiError> {
+    let (conv, member) = path.into_inner();
+    let role = body.into_inner().role;
+    change(
+        &state,
+        user.0,
+        ConvId(conv),
+        GroupChange::SetRole(UserId(member), role),
+    )
+    .await
 }
 
 /// Moves the caller's read cursor forward (never back).

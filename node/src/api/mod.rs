@@ -46,10 +46,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(conversations::list))
                     .route(web::post().to(conversations::create)),
             )
+            .service(resource("/conversations/{id}").route(web::patch().to(conversations::patch)))
             .service(
                 resource("/conversations/{id}/messages")
                     .route(web::get().to(conversations::history))
                     .route(web::post().to(conversations::send)),
+            )
+            .service(
+                resource("/conversations/{id}/messages/{seq}")
+                    .route(web::patch().to(conversations::edit))
+                    .route(web::delete().to(conversations::recall)),
+            )
+            .service(
+                resource("/conversations/{id}/messages/{seq}/reactions/{emoji}")
+                    .route(web::put().to(conversations::react))
+                    .route(web::delete().to(conversations::unreact)),
+            )
+            .service(
+                resource("/conversations/{id}/members")
+                    .route(web::post().to(conversations::add_members)),
+            )
+            .service(
+                resource("/conversations/{id}/members/{user}")
+                    .route(web::delete().to(conversations::remove_member)),
+            )
+            .service(
+                resource("/conversations/{id}/members/{user}/role")
+                    .route(web::put().to(conversations::set_role)),
+            )
+            .service(
+                resource("/conversations/{id}/leave").route(web::post().to(conversations::leave)),
             )
             .service(
                 resource("/conversations/{id}/read").route(web::post().to(conversations::read)),
