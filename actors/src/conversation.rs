@@ -663,7 +663,8 @@ impl Handler<Remote> for Conversation {
             Event::Unread { .. }
             | Event::Joined { .. }
             | Event::Left { .. }
-            | Event::AttributesChanged { .. } => {}
+            | Event::AttributesChanged { .. }
+            | Event::UserEvent { .. } => {}
         }
     }
 }

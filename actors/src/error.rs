@@ -2,7 +2,7 @@
 //! show a client. The one mapping from [`StoreError`] to what clients see lives here;
 //! the HTTP boundary and the sessions both go through it.
 
-use chat_store::{GroupRefusal, Refusal, StoreError};
+use chat_store::{ContactError, GroupRefusal, Refusal, StoreError};
 use chat_wire::{DraftError, ErrorCode};
 
 /// An operation refused or failed, with the contract's code. The message is safe to
@@ -58,6 +58,7 @@ impl From<StoreError> for ChatError {
                 ChatError::new(ErrorCode::NotFound, format!("{what} not found"))
             }
             StoreError::Invalid(why) => ChatError::bad_request(why),
+            StoreError::Forbidden(why) => ChatError::new(ErrorCode::Forbidden, why),
             StoreError::Conflict(what) => {
                 ChatError::new(ErrorCode::Conflict, format!("{what} is taken"))
             }
@@ -66,6 +67,25 @@ impl From<StoreError> for ChatError {
                 ChatError::unavailable()
             }
         }
+    }
+}
+
+impl From<ContactError> for ChatError {
+    fn from(e: ContactError) -> Self {
+        let code = match &e {
+            ContactError::Store(inner) => return inner.clone().into(),
+            ContactError::ToSelf | ContactError::BlockSelf => ErrorCode::BadRequest,
+            ContactError::UnknownUser | ContactError::NoSuchRequest | ContactError::NotContacts => {
+                ErrorCode::NotFound
+            }
+            ContactError::AlreadyContacts
+            | ContactError::AlreadyPending
+            | ContactError::Answered(_) => ErrorCode::Conflict,
+            ContactError::Blocked | ContactError::NotRecipient | ContactError::NotSender => {
+                ErrorCode::Forbidden
+            }
+        };
+        ChatError::new(code, e.to_string())
     }
 }
 
@@ -123,6 +143,7 @@ mod tests {
                 "username is taken",
             ),
             (StoreError::Invalid("bad"), ErrorCode::BadRequest, "bad"),
+            (StoreError::Forbidden("no"), ErrorCode::Forbidden, "no"),
             (
                 StoreError::Unavailable("connection refused to 10.0.0.1".into()),
                 ErrorCode::Unavailable,

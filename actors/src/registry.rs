@@ -841,7 +841,8 @@ impl Registry {
                 | Event::Unread { .. }
                 | Event::Joined { .. }
                 | Event::Left { .. }
-                | Event::AttributesChanged { .. },
+                | Event::AttributesChanged { .. }
+                | Event::UserEvent { .. },
             ) => {}
             (
                 Channel::Conversation(conv),
@@ -857,8 +858,14 @@ impl Registry {
                 Event::Unread { .. }
                 | Event::Joined { .. }
                 | Event::Left { .. }
-                | Event::AttributesChanged { .. },
+                | Event::AttributesChanged { .. }
+                | Event::UserEvent { .. },
             ) => {}
+            (Channel::User(_), Event::UserEvent { user, entry }) => {
+                if let Some(frame) = ServerFrame::for_user_event(&entry) {
+                    self.to_users(&[user], &frame.to_text().into(), None, None);
+                }
+            }
             (
                 Channel::User(_),
                 Event::Unread {

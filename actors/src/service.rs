@@ -8,7 +8,7 @@ use crate::messages::{
 use crate::registry::Registry;
 use actix::Addr;
 use chat_bus::{Bus, Channel, Event};
-use chat_store::{GroupChange, GroupOutcome, Membership, NewMessage, Store};
+use chat_store::{GroupChange, GroupOutcome, Membership, NewMessage, Recorded, Store};
 use chat_wire::http::{ReadResponse, SyncResponse};
 use chat_wire::{
     AudienceKey, ConvId, ConversationKind, Draft, DraftLimits, ErrorCode, Message, Seq,
@@ -59,6 +59,9 @@ pub struct Chat {
 
 /// How long a sync waits for a slot before it is answered `unavailable`.
 const SYNC_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Events of the caller's own stream in one sync answer: past it, `more`.
+pub const SYNC_EVENTS_LIMIT: i64 = 500;
 
 /// How often a send is retried against a Conversation actor that stopped meanwhile.
 const SEND_ATTEMPTS: usize = 3;
@@ -166,17 +169,24 @@ impl Chat {
         })
     }
 
-    /// Every visible conversation past its cursor, with up to `limit` messages each.
+    /// Every visible conversation past its cursor, with up to `limit` messages each,
+    /// and the caller's own events after `events_cursor` (after 0 when absent), up to
+    /// [`SYNC_EVENTS_LIMIT`].
     pub async fn sync(
         &self,
         user: UserId,
         audiences: &[AudienceKey],
         cursors: &BTreeMap<String, i64>,
         limit: Option<i64>,
+        events_cursor: Option<i64>,
     ) -> Result<SyncResponse, ChatError> {
         let limit = limit.unwrap_or(100);
         if !(1..=500).contains(&limit) {
             return Err(ChatError::bad_request("limit must be 1..=500"));
+        }
+        let events_after = events_cursor.unwrap_or(0);
+        if events_after < 0 {
+            return Err(ChatError::bad_request("events_cursor must be >= 0"));
         }
         let mut parsed = BTreeMap::new();
         for (k, v) in cursors {
@@ -190,10 +200,39 @@ impl Chat {
             .await
             .map_err(|_| ChatError::new(ErrorCode::Unavailable, "too many syncs at once; retry"))?
             .map_err(|_| ChatError::unavailable())?;
-        Ok(self
+        let mut answer = self
             .store
             .sync(user, audiences, &parsed, limit, max_bytes)
-            .await?)
+            .await?;
+        let (mut events, last) = self
+            .store
+            .user_events(user, events_after, SYNC_EVENTS_LIMIT + 1)
+            .await?;
+        let cut = events.len() as i64 > SYNC_EVENTS_LIMIT;
+        // Cut: at the last event returned. Whole: where the stream stood when read
+        // (also where a cursor from beyond it, of a restored database say, lands).
+        answer.events_cursor = last;
+        if cut {
+            events.truncate(SYNC_EVENTS_LIMIT as usize);
+            answer.more = true;
+            answer.events_cursor = events.last().map_or(events_after, |e| e.seq);
+        }
+        answer.events = events;
+        Ok(answer)
+    }
+
+    /// Hands events committed in a user's stream to that user's sessions on this node
+    /// (a `contact` frame) and to the other nodes. Call after commit: a push that is
+    /// lost is found again by `sync`.
+    pub fn push_user_events(&self, recorded: Vec<Recorded>) {
+        for Recorded { user, entry } in recorded {
+            if let Some(frame) = ServerFrame::for_user_event(&entry) {
+                self.directory
+                    .to_users(&[user], &frame.to_text().into(), None, None);
+            }
+            self.bus
+                .publish(&Channel::User(user), &Event::UserEvent { user, entry });
+        }
     }
 
     /// Makes one change to a group as `actor` (see [`GroupChange`]): its system

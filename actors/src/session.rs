@@ -445,7 +445,11 @@ impl Session {
                     }
                 }));
             }
-            ClientFrame::Sync { cursors, limit } => {
+            ClientFrame::Sync {
+                cursors,
+                limit,
+                events_cursor,
+            } => {
                 // Before the bus confirmed this user's channels, a message committed
                 // after this sync reads may not be pushed: `resync` once they are.
                 self.synced_early |= !self.live;
@@ -453,7 +457,8 @@ impl Session {
                 let registry = self.registry.clone();
                 let fut = async move {
                     let audiences = current_audiences(&chat, &registry, user, known).await?;
-                    chat.sync(user, &audiences, &cursors, limit).await
+                    chat.sync(user, &audiences, &cursors, limit, events_cursor)
+                        .await
                 };
                 ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
                     Ok(r) => act.frame(&ServerFrame::from(r), ctx),

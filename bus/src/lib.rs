@@ -26,7 +26,7 @@ pub mod metrics {
 pub use local::LocalBus;
 pub use redis_bus::RedisBus;
 
-use chat_wire::{AudienceKey, ConvId, Message, Seq, UserId};
+use chat_wire::{AudienceKey, ConvId, EventEntry, Message, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -99,6 +99,9 @@ pub enum Event {
     Left { user: UserId, conv: ConvId },
     /// A user's attributes changed (user channel): their audiences change.
     AttributesChanged { user: UserId },
+    /// An event of a user's own stream was committed (user channel): the user's
+    /// sessions get it as a `contact` frame. Lost, it is found by `sync`.
+    UserEvent { user: UserId, entry: EventEntry },
 }
 
 impl Event {
@@ -191,6 +194,22 @@ mod tests {
         }
         assert_eq!(Channel::parse("other:c:1"), None);
         assert_eq!(Channel::parse("chat:c:x"), None);
+    }
+
+    #[test]
+    fn user_events_must_be_told_if_lost() {
+        let event = Event::UserEvent {
+            user: UserId(3),
+            entry: EventEntry {
+                seq: 1,
+                ts: chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(),
+                event: chat_wire::UserEvent::Unfriended { user: UserId(4) },
+            },
+        };
+        assert!(event.must_be_told_if_lost());
+        let text = serde_json::to_string(&event).expect("serialises");
+        assert!(text.contains(r#""e":"user_event""#), "{text}");
+        assert_eq!(serde_json::from_str::<Event>(&text).ok(), Some(event));
     }
 
     #[test]

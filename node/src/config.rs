@@ -29,7 +29,7 @@ pub struct Settings {
     pub log: Log,
 }
 
-/// What members may do with messages and groups.
+/// What members may do with messages and groups, and users with each other.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRules {
@@ -42,6 +42,8 @@ pub struct ChatRules {
     pub recall_window: Option<Duration>,
     /// In groups of more members than this, only admins and the owner mention @all.
     pub mention_all_max_members: usize,
+    /// Only contacts (an accepted friend request) may open a direct conversation.
+    pub direct_requires_friendship: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use chat_actors::ChatError;
-use chat_store::StoreError;
+use chat_store::{ContactError, StoreError};
 use chat_wire::{ErrorBody, ErrorCode};
 use std::fmt;
 
@@ -167,6 +167,13 @@ pub mod extract {
         let mut e = ApiError::bad_request("method not allowed on this endpoint");
         e.status = Some(actix_web::http::StatusCode::METHOD_NOT_ALLOWED);
         actix_web::ResponseError::error_response(&e)
+    }
+}
+
+/// Through [`ChatError`], like store errors.
+impl From<ContactError> for ApiError {
+    fn from(e: ContactError) -> Self {
+        ChatError::from(e).into()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Conversations: direct, group and broadcast ones, who belongs to them, and the
 //! caller's list of them with unread counts and last messages.
 
+use crate::contacts::{are_contacts_in, blocked_between_in, DirectRules};
 use crate::error::StoreError;
 use crate::rows::{message_prefixed, parse_kind, parse_role, parse_tier};
 use crate::sql::{audience_keys, ids, message_columns, retained, since, unread, visible};
@@ -163,15 +164,29 @@ pub enum Membership {
 
 impl Store {
     /// The one direct conversation of `a` and `b`: created now (`true`) or found.
+    /// `Forbidden` where either blocked the other, or where `rules` want contacts and
+    /// they are not (checked in the transaction, so a block committed before it is
+    /// never missed).
     pub async fn create_direct(
         &self,
         a: UserId,
         b: UserId,
         default_tier: Tier,
+        rules: DirectRules,
     ) -> Result<(ConvId, bool), StoreError> {
         let (lo, hi) = if a < b { (a, b) } else { (b, a) };
         let mut client = self.pool().get().await?;
         let tx = client.transaction().await?;
+        if blocked_between_in(&tx, a, b).await? {
+            return Err(StoreError::Forbidden(
+                "a block stands between you and this user",
+            ));
+        }
+        if rules.requires_friendship && !are_contacts_in(&tx, a, b).await? {
+            return Err(StoreError::Forbidden(
+                "a direct conversation needs the other user to be one of your contacts: send a friend request first",
+            ));
+        }
         let stmt = tx.prepare_cached(INSERT_DIRECT).await?;
         if let Some(row) = tx
             .query_opt(&stmt, &[&lo.0, &hi.0, &a.0, &default_tier.as_str()])

@@ -11,6 +11,10 @@ pub enum StoreError {
     /// input, not an outage.
     #[error("invalid value: {0}")]
     Invalid(&'static str),
+    /// The caller may not do this (a block stands between two users, a direct
+    /// conversation needs friendship): the reason, in the API's words.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// A row the call needs does not exist.
     #[error("not found: {0}")]
     NotFound(&'static str),

@@ -14,6 +14,9 @@
 //! - `messages.rs`: `append_many` (group commit across conversations: [`Batch`],
 //!   [`BatchOutcome`], [`NewMessage`], [`Appended`]) and history.
 //! - `cursors.rs`: read cursors and unread counts ([`ReadOutcome`]).
+//! - `events.rs`: each user's own event stream ([`Recorded`], [`record_user_event`]).
+//! - `contacts.rs`: friend requests, contacts and blocks ([`ContactError`], [`Changed`],
+//!   [`Sent`], [`Answer`]); [`DirectRules`] of direct conversations.
 //! - `sync.rs`: sync of every conversation past the client's cursors.
 //! - [`partitions`]: the time-range partitions of `messages` and their expiry.
 //! - `upkeep.rs`: [`UpkeepLease`], the advisory lock that elects the upkeep leader.
@@ -23,9 +26,11 @@
 //! conversations, unread count, message columns) are in `sql.rs`; decoding of message
 //! rows, by column name, in `rows.rs`.
 
+mod contacts;
 mod conversations;
 mod cursors;
 mod error;
+mod events;
 mod fold;
 mod groups;
 mod messages;
@@ -39,9 +44,11 @@ mod sync;
 mod upkeep;
 mod users;
 
+pub use contacts::{Answer, Changed, ContactError, DirectRules, Sent};
 pub use conversations::{Held, ListCursor, Membership};
 pub use cursors::ReadOutcome;
 pub use error::StoreError;
+pub use events::{record_user_event, Recorded};
 pub use groups::{GroupChange, GroupOutcome, GroupRefusal};
 pub use messages::{Appended, Batch, BatchOutcome, EntryWindows, NewMessage, Refusal};
 pub use retention::Retention;

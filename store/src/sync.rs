@@ -165,6 +165,9 @@ impl Store {
         Ok(SyncResponse {
             conversations: convs,
             more,
+            // The caller's own events are read beside this (`Chat::sync`).
+            events: Vec::new(),
+            events_cursor: 0,
         })
     }
 }

@@ -4,7 +4,7 @@ use crate::error::StoreError;
 use crate::sql::ids;
 use crate::store::Store;
 use chat_wire::http::UserSummary;
-use chat_wire::{Attributes, UserId};
+use chat_wire::{Attributes, ProfileChange, UserId};
 
 const INSERT_USER: &str =
     "INSERT INTO users (username, display_name, password_hash, external_id, org, roles, jobs)
@@ -19,10 +19,19 @@ const USER_BY_EXTERNAL_ID: &str = "SELECT id FROM users WHERE external_id = $1";
 
 const USER_AUTH: &str = "SELECT id, password_hash FROM users WHERE username = $1 AND id <> 0";
 
-const USER_BY_ID: &str = "SELECT id, username, display_name, org, roles, jobs, attributes_version
+const USER_BY_ID: &str =
+    "SELECT id, username, display_name, avatar_url, org, roles, jobs, attributes_version
      FROM users WHERE id = $1 AND id <> 0";
 
-const SEARCH_USERS: &str = "SELECT id, username, display_name FROM users
+/// `$2`: the new display name or NULL (kept); `$3`: whether to set the avatar to `$4`
+/// (NULL removes it).
+const UPDATE_PROFILE: &str = "UPDATE users
+        SET display_name = COALESCE($2, display_name),
+            avatar_url = CASE WHEN $3 THEN $4 ELSE avatar_url END
+      WHERE id = $1 AND id <> 0
+  RETURNING id, username, display_name, avatar_url, org, roles, jobs, attributes_version";
+
+const SEARCH_USERS: &str = "SELECT id, username, display_name, avatar_url FROM users
      WHERE username LIKE $1 ESCAPE '\\' AND id <> 0 ORDER BY username LIMIT $2";
 
 /// The version is counted by a trigger (sql/V4) when the attributes change.
@@ -58,6 +67,8 @@ pub struct UserRecord {
     pub id: UserId,
     pub username: String,
     pub display_name: String,
+    /// Set by the user (`PATCH /me`); `None` when they have none.
+    pub avatar_url: Option<String>,
     pub attributes: Attributes,
     /// Counts every change of `attributes`: of two reads, the higher is the newer.
     pub attributes_version: i64,
@@ -77,6 +88,18 @@ fn attributes(row: &tokio_postgres::Row) -> Result<Attributes, StoreError> {
         org: row.try_get("org")?,
         roles: row.try_get("roles")?,
         jobs: row.try_get("jobs")?,
+    })
+}
+
+/// The user in a row of the columns of [`USER_BY_ID`].
+fn record(row: &tokio_postgres::Row) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: UserId(row.try_get("id")?),
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        avatar_url: row.try_get("avatar_url")?,
+        attributes: attributes(row)?,
+        attributes_version: row.try_get("attributes_version")?,
     })
 }
 
@@ -153,13 +176,28 @@ impl Store {
         let Some(row) = self.query_opt(USER_BY_ID, &[&id.0]).await? else {
             return Ok(None);
         };
-        Ok(Some(UserRecord {
-            id: UserId(row.try_get("id")?),
-            username: row.try_get("username")?,
-            display_name: row.try_get("display_name")?,
-            attributes: attributes(&row)?,
-            attributes_version: row.try_get("attributes_version")?,
-        }))
+        Ok(Some(record(&row)?))
+    }
+
+    /// Changes the user's display name and avatar as `change` says; returns the user
+    /// as now stored, or `NotFound`.
+    pub async fn update_profile(
+        &self,
+        id: UserId,
+        change: &ProfileChange,
+    ) -> Result<UserRecord, StoreError> {
+        let (set_avatar, avatar) = match &change.avatar_url {
+            None => (false, None),
+            Some(url) => (true, url.as_deref()),
+        };
+        let row = self
+            .query_opt(
+                UPDATE_PROFILE,
+                &[&id.0, &change.display_name, &set_avatar, &avatar],
+            )
+            .await?
+            .ok_or(StoreError::NotFound("user"))?;
+        record(&row)
     }
 
     /// The attributes of each of `users` that exists.
@@ -194,6 +232,7 @@ impl Store {
                     id: UserId(r.try_get("id")?),
                     username: r.try_get("username")?,
                     display_name: r.try_get("display_name")?,
+                    avatar_url: r.try_get("avatar_url")?,
                 })
             })
             .collect()

@@ -115,6 +115,16 @@ impl Api {
         Self::finish(resp).await
     }
 
+    /// A PUT without a body (`PUT /blocks/{user}`).
+    pub async fn put_empty(&self, path: &str, token: Option<&str>) -> Result<(u16, Value)> {
+        let resp = self
+            .request(awc::http::Method::PUT, path, token)
+            .send()
+            .await
+            .map_err(http_err)?;
+        Self::finish(resp).await
+    }
+
     /// A POST with a raw body (malformed JSON, wrong content type, oversized).
     pub async fn post_raw(
         &self,

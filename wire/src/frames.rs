@@ -1,5 +1,6 @@
 //! WebSocket frames: one JSON object per text frame, tagged by `type`.
 
+use crate::contacts::{EventEntry, UserEvent};
 use crate::error::ErrorCode;
 use crate::http::{SyncConversation, SyncResponse};
 use crate::ids::{ConvId, Seq, UserId};
@@ -28,6 +29,9 @@ pub enum ClientFrame {
         cursors: BTreeMap<String, i64>,
         #[serde(default)]
         limit: Option<i64>,
+        /// The `events_cursor` of the last `sync` answer.
+        #[serde(default)]
+        events_cursor: Option<i64>,
     },
     /// Edit a message of one's own (`target`): a new entry with the new body; answered
     /// by `ack` or `error` with `ref: cid`.
@@ -198,6 +202,9 @@ pub enum ServerFrame {
     Sync {
         conversations: Vec<SyncConversation>,
         more: bool,
+        /// The user's own events after the cursor sent (see `SyncResponse`).
+        events: Vec<EventEntry>,
+        events_cursor: i64,
     },
     /// The node may have missed pushes: call sync.
     Resync,
@@ -212,6 +219,12 @@ pub enum ServerFrame {
     /// pushes of the conversation; what the client holds of it stays its own.
     Left {
         conv: ConvId,
+    },
+    /// A new event of the user's own stream (a friend request, its answer, an
+    /// unfriend, a block from another device). A client that sees a gap in their seq
+    /// calls `sync` with its `events_cursor`.
+    Contact {
+        event: EventEntry,
     },
     Error {
         code: ErrorCode,
@@ -246,6 +259,26 @@ impl From<SyncResponse> for ServerFrame {
         ServerFrame::Sync {
             conversations: r.conversations,
             more: r.more,
+            events: r.events,
+            events_cursor: r.events_cursor,
+        }
+    }
+}
+
+impl ServerFrame {
+    /// The frame that pushes an event of a user's stream to their sessions, or `None`
+    /// for a kind that is not pushed (one this node does not know). Every kind is
+    /// named: a new one does not compile until it is given its frame here.
+    pub fn for_user_event(entry: &EventEntry) -> Option<ServerFrame> {
+        match entry.event {
+            UserEvent::Request { .. }
+            | UserEvent::RequestAnswered { .. }
+            | UserEvent::Unfriended { .. }
+            | UserEvent::Blocked { .. }
+            | UserEvent::Unblocked { .. } => Some(ServerFrame::Contact {
+                event: entry.clone(),
+            }),
+            UserEvent::Unknown => None,
         }
     }
 }
@@ -296,6 +329,53 @@ mod tests {
         let e = ClientFrame::parse("{nope").expect_err("malformed");
         assert_eq!(e.reference, None);
         assert!(ClientFrame::parse("[1]").is_err());
+    }
+
+    #[test]
+    fn sync_takes_an_events_cursor() {
+        let f = ClientFrame::parse(r#"{"type":"sync","cursors":{},"events_cursor":7}"#);
+        assert!(
+            matches!(
+                f,
+                Ok(ClientFrame::Sync {
+                    events_cursor: Some(7),
+                    ..
+                })
+            ),
+            "{f:?}"
+        );
+        let f = ClientFrame::parse(r#"{"type":"sync"}"#);
+        assert!(
+            matches!(
+                f,
+                Ok(ClientFrame::Sync {
+                    events_cursor: None,
+                    ..
+                })
+            ),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn contact_frames_carry_the_entry() {
+        let entry = EventEntry {
+            seq: 3,
+            ts: DateTime::from_timestamp(1_764_633_600, 0).unwrap_or_default(),
+            event: UserEvent::Unfriended { user: UserId(5) },
+        };
+        let text = ServerFrame::for_user_event(&entry)
+            .map(|f| f.to_text())
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["type"], "contact");
+        assert_eq!(v["event"]["seq"], 3);
+        assert_eq!(v["event"]["event"]["kind"], "unfriended");
+        let unknown = EventEntry {
+            event: UserEvent::Unknown,
+            ..entry
+        };
+        assert_eq!(ServerFrame::for_user_event(&unknown), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Bodies of the HTTP API (`/api/v1`).
 
 use crate::attributes::Attributes;
+use crate::contacts::EventEntry;
 use crate::ids::{ConvId, Seq, UserId};
 use crate::message::{Conversation, Message, Tier};
 use chrono::{DateTime, Utc};
@@ -39,6 +40,14 @@ pub struct Me {
     pub username: String,
     pub display_name: String,
     pub attributes: Attributes,
+    /// An http(s) URL the user set with `PATCH /me`.
+    pub avatar_url: Option<String>,
+}
+
+/// `PATCH /me`: the caller as it is now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MeEnvelope {
+    pub user: Me,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -46,6 +55,7 @@ pub struct UserSummary {
     pub id: UserId,
     pub username: String,
     pub display_name: String,
+    pub avatar_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -165,6 +175,11 @@ pub struct SyncRequest {
     /// Messages per conversation per round (1..=500, default 100).
     #[schema(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// The `events_cursor` of the last answer: the caller's own events after it come
+    /// back (all of them from the start when absent).
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub events_cursor: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -183,9 +198,17 @@ pub struct SyncConversation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SyncResponse {
     pub conversations: Vec<SyncConversation>,
-    /// True while any conversation had more messages than `limit`: call again with the
-    /// new cursors.
+    /// True while any conversation had more messages than `limit`, or the caller's
+    /// stream more events than one answer holds: call again with the new cursors.
     pub more: bool,
+    /// The caller's own events after the `events_cursor` sent, ascending by seq (at
+    /// most 500 per answer).
+    #[serde(default)]
+    pub events: Vec<EventEntry>,
+    /// Where the caller's stream stands after these events: send it back as
+    /// `events_cursor`.
+    #[serde(default)]
+    pub events_cursor: i64,
 }
 
 /// `POST /users` (service key): provision a user of the company's own identity system.

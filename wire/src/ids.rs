@@ -36,6 +36,10 @@ id_type!(
     ConvId
 );
 id_type!(
+    /// A friend request.
+    RequestId
+);
+id_type!(
     /// A message's place in its conversation: 1, 2, 3, … without gaps.
     Seq
 );

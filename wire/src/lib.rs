@@ -5,6 +5,7 @@
 //! has no I/O; it is the bottom layer every other crate points at.
 
 pub mod attributes;
+pub mod contacts;
 pub mod entry;
 pub mod error;
 pub mod frames;
@@ -13,13 +14,17 @@ pub mod ids;
 pub mod message;
 
 pub use attributes::{Attributes, Audience, AudienceError, AudienceKey};
+pub use contacts::{
+    Contact, ContactRequest, ContactsResponse, EventEntry, NewContactRequest, PatchMe,
+    ProfileChange, RequestEnvelope, RequestStatus, UserEvent,
+};
 pub use entry::{
     AttachLimits, Attachment, MessageKind, ReactionChange, ReactionCount, Role, SystemAction,
     SystemEntry,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frames::{ClientFrame, CloseCode, FrameError, ServerFrame};
-pub use ids::{ConvId, Seq, UserId};
+pub use ids::{ConvId, RequestId, Seq, UserId};
 pub use message::{Conversation, ConversationKind, Draft, DraftError, DraftLimits, Message, Tier};
 
 /// Longest accepted client id (`cid`).

@@ -153,7 +153,7 @@ pub async fn direct_with_messages(
         new_user(store, &format!("{prefix}-b")).await,
     );
     let (conv, _) = store
-        .create_direct(a, b, chat_wire::Tier::Normal)
+        .create_direct(a, b, chat_wire::Tier::Normal, Default::default())
         .await
         .unwrap();
     let writer = chat_actors::writer::Writer::start(

@@ -4,9 +4,9 @@ use crate::auth::{hash_password, verify_password, AuthUser};
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use chat_store::NewUser;
-use chat_wire::http::{AuthResponse, LoginRequest, Me, RegisterRequest};
-use chat_wire::{valid_username, Attributes, ErrorBody};
+use chat_store::{NewUser, UserRecord};
+use chat_wire::http::{AuthResponse, LoginRequest, Me, MeEnvelope, RegisterRequest};
+use chat_wire::{valid_username, Attributes, ErrorBody, PatchMe};
 
 /// Longest accepted password, so hashing cost stays bounded.
 const MAX_PASSWORD_LEN: usize = 256;
@@ -102,10 +102,41 @@ pub async fn login(
         (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let caller = state.caller(user.0).await?;
-    Ok(HttpResponse::Ok().json(Me {
-        id: caller.user.id,
-        username: caller.user.username,
-        display_name: caller.user.display_name,
-        attributes: caller.user.attributes,
+    Ok(HttpResponse::Ok().json(me_of(caller.user)))
+}
+
+/// The caller as `GET /me` and `PATCH /me` show them.
+fn me_of(user: UserRecord) -> Me {
+    Me {
+        id: user.id,
+        username: user.username,
+        display_name: user.display_name,
+        attributes: user.attributes,
+        avatar_url: user.avatar_url,
+    }
+}
+
+/// Changes the caller's display name or avatar (the fields given; `avatar_url`
+/// `null` or `""` removes it). Contacts and user search show the change at once.
+#[utoipa::path(patch, path = "/api/v1/me", tag = "auth",
+    security(("bearer" = [])), request_body = PatchMe,
+    responses((status = 200, body = MeEnvelope), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn patch_me(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<PatchMe>,
+) -> Result<HttpResponse, ApiError> {
+    state.writes.check(user.0)?;
+    let change = body.check().map_err(ApiError::bad_request)?;
+    let record = match state.store().update_profile(user.0, &change).await {
+        Err(chat_store::StoreError::NotFound(_)) => {
+            return Err(ApiError::unauthorized("unknown user"))
+        }
+        other => other?,
+    };
+    Ok(HttpResponse::Ok().json(MeEnvelope {
+        user: me_of(record),
     }))
 }

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::state::{AppState, Caller};
 use actix_web::{web, HttpResponse};
 use chat_actors::service::SendCommand;
-use chat_store::{GroupChange, ListCursor, Membership, NewMessage};
+use chat_store::{DirectRules, GroupChange, ListCursor, Membership, NewMessage};
 use chat_wire::http::{
     AddMembers, CidQuery, ConversationEnvelope, ConversationList, CreateConversation, EditRequest,
     History, HistoryQuery, ListQuery, PatchConversation, ReadRequest, ReadResponse, SendRequest,
@@ -52,7 +52,10 @@ pub async fn create(
                 return Err(ApiError::not_found("peer not found"));
             }
             let tier = default_tier.unwrap_or_default();
-            let (conv, created) = state.store().create_direct(me, peer, tier).await?;
+            let rules = DirectRules {
+                requires_friendship: state.settings.chat.direct_requires_friendship,
+            };
+            let (conv, created) = state.store().create_direct(me, peer, tier, rules).await?;
             if created {
                 state.chat.announce_join(conv, vec![me, peer]);
             }
@@ -514,7 +517,13 @@ pub async fn sync(
     let caller = state.caller(user.0).await?;
     let r = state
         .chat
-        .sync(caller.user.id, &caller.audiences, &req.cursors, req.limit)
+        .sync(
+            caller.user.id,
+            &caller.audiences,
+            &req.cursors,
+            req.limit,
+            req.events_cursor,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(r))
 }

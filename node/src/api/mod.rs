@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod broadcasts;
+pub mod contacts;
 pub mod conversations;
 pub mod users;
 
@@ -29,7 +30,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/openapi.json").route(web::get().to(crate::openapi::document)))
             .service(resource("/auth/register").route(web::post().to(auth::register)))
             .service(resource("/auth/login").route(web::post().to(auth::login)))
-            .service(resource("/me").route(web::get().to(auth::me)))
+            .service(
+                resource("/me")
+                    .route(web::get().to(auth::me))
+                    .route(web::patch().to(auth::patch_me)),
+            )
             .service(
                 resource("/users")
                     .route(web::get().to(users::search))
@@ -77,6 +82,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/unread").route(web::get().to(conversations::unread)))
             .service(resource("/sync").route(web::post().to(conversations::sync)))
-            .service(resource("/broadcasts").route(web::post().to(broadcasts::broadcast))),
+            .service(resource("/broadcasts").route(web::post().to(broadcasts::broadcast)))
+            .service(resource("/contacts").route(web::get().to(contacts::list)))
+            .service(resource("/contacts/requests").route(web::post().to(contacts::send)))
+            .service(
+                resource("/contacts/requests/{id}/accept").route(web::post().to(contacts::accept)),
+            )
+            .service(
+                resource("/contacts/requests/{id}/decline")
+                    .route(web::post().to(contacts::decline)),
+            )
+            .service(
+                resource("/contacts/requests/{id}/cancel").route(web::post().to(contacts::cancel)),
+            )
+            .service(resource("/contacts/{user}").route(web::delete().to(contacts::unfriend)))
+            .service(
+                resource("/blocks/{user}")
+                    .route(web::put().to(contacts::block))
+                    .route(web::delete().to(contacts::unblock)),
+            ),
     );
 }
