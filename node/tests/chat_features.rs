@@ -227,6 +227,24 @@ async fn members_added_and_removed_on_one_node_are_pushed_and_refused_on_the_oth
             "{sy}"
         );
     }
+    // A client that was away learns both from its own stream.
+    let (_, sy) = a.post("/api/v1/sync", Some(&tc), &json!({})).await.unwrap();
+    let kinds: Vec<(String, i64)> = sy["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"]["kind"].as_str().unwrap().to_string(),
+                e["event"]["conv"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("joined".to_string(), group), ("left".to_string(), group)],
+        "{sy}"
+    );
     wc.send_json(&json!({"type": "send", "conv": group, "cid": "c-3", "body": "x"}))
         .await
         .unwrap();

@@ -3,12 +3,13 @@
 //! sends, so every member and device learns it through push and sync, in order.
 
 use crate::error::StoreError;
+use crate::events::{lock_users, record_user_event};
 use crate::messages::{day_of, now_micros, RECORD_DAYS};
 use crate::rows::{parse_kind, parse_role};
 use crate::store::Store;
 use chat_wire::{
     ConvId, ConversationKind, Message, MessageKind, Role, Seq, SystemAction, SystemEntry, Tier,
-    UserId,
+    UserEvent, UserId,
 };
 
 /// Waits for the group's row lock (a group commit holds it for milliseconds).
@@ -245,6 +246,18 @@ impl Store {
                     role: Some(role),
                     ..entry(SystemAction::RoleChanged, vec![user])
                 });
+            }
+        }
+        // The members who came and went learn it in their own streams too, so a client
+        // that was away finds it in sync.
+        let concerned: Vec<UserId> = out.added.iter().chain(&out.removed).copied().collect();
+        if !concerned.is_empty() {
+            lock_users(&tx, &concerned).await?;
+            for u in &out.added {
+                record_user_event(&tx, *u, &UserEvent::Joined { conv }).await?;
+            }
+            for u in &out.removed {
+                record_user_event(&tx, *u, &UserEvent::Left { conv }).await?;
             }
         }
         let insert = tx.prepare_cached(INSERT_ENTRY).await?;

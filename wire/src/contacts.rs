@@ -152,6 +152,11 @@ pub enum UserEvent {
     Blocked { user: UserId },
     /// The user lifted their block of `user`.
     Unblocked { user: UserId },
+    /// The user was added to group `conv` (live: the `joined` frame).
+    Joined { conv: crate::ids::ConvId },
+    /// The user was removed from group `conv`, or left it (live: the `left` frame). A
+    /// client that was away learns here to stop showing it as theirs.
+    Left { conv: crate::ids::ConvId },
     /// An event of a kind this node does not know (a newer node wrote it).
     #[serde(other)]
     Unknown,

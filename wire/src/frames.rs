@@ -278,7 +278,8 @@ impl ServerFrame {
             | UserEvent::Unblocked { .. } => Some(ServerFrame::Contact {
                 event: entry.clone(),
             }),
-            UserEvent::Unknown => None,
+            // Pushed live as `joined` and `left` by the conversation's own path.
+            UserEvent::Joined { .. } | UserEvent::Left { .. } | UserEvent::Unknown => None,
         }
     }
 }
