@@ -269,7 +269,12 @@ mod tests {
         assert_eq!(later, UserEvent::Unknown);
         let joined: UserEvent =
             serde_json::from_value(json!({"kind": "joined", "conv": 9})).expect("reads");
-        assert_eq!(joined, UserEvent::Joined { conv: crate::ids::ConvId(9) });
+        assert_eq!(
+            joined,
+            UserEvent::Joined {
+                conv: crate::ids::ConvId(9)
+            }
+        );
         let back: UserEvent =
             serde_json::from_value(json!({"kind": "blocked", "user": 2})).expect("reads");
         assert_eq!(back, UserEvent::Blocked { user: UserId(2) });
