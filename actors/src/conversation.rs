@@ -663,6 +663,9 @@ impl Handler<Remote> for Conversation {
             Event::Unread { .. }
             | Event::Joined { .. }
             | Event::Left { .. }
+            | Event::Presence { .. }
+            | Event::Disconnect { .. }
+            | Event::Revoked { .. }
             | Event::AttributesChanged { .. }
             | Event::UserEvent { .. } => {}
         }

@@ -25,6 +25,7 @@ pub mod maintenance;
 pub mod messages;
 pub mod metrics;
 pub mod ordering;
+pub mod presence;
 pub mod registry;
 pub mod service;
 pub mod session;

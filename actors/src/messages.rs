@@ -230,3 +230,27 @@ pub struct Left {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RefreshMembers;
+
+/// Close every socket of `user`, on every node, with `code` (the service asked).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DisconnectUser {
+    pub user: UserId,
+    pub code: u16,
+}
+
+/// Tokens of `user` issued at or before `floor` (unix seconds) are refused: the
+/// sockets opened with one close, on every node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeUser {
+    pub user: UserId,
+    pub floor: i64,
+}
+
+/// To a session: tokens issued at or before `floor` (unix seconds) are refused.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Revoke {
+    pub floor: i64,
+}

@@ -58,6 +58,23 @@ pub fn register() {
         ),
         (DELIVERIES_TOTAL, "frames handed to local sessions"),
         (
+            PRESENCE_CHANGES_TOTAL,
+            "socket openings and closings applied to presence",
+        ),
+        (
+            PRESENCE_ANNOUNCEMENTS_TOTAL,
+            "users announced online or offline, by state",
+        ),
+        (
+            PRESENCE_FRAMES_TOTAL,
+            "presence frames written to this node's sessions for its announcements",
+        ),
+        (
+            PRESENCE_PUBLISHES_TOTAL,
+            "presence events published, one per watcher online per tick",
+        ),
+        (PRESENCE_ERRORS_TOTAL, "presence calls that failed"),
+        (
             SLOW_CONSUMER_CLOSES_TOTAL,
             "connections closed as slow consumers",
         ),
@@ -123,3 +140,13 @@ pub fn register() {
         metrics::describe_histogram!(name, help);
     }
 }
+/// Socket openings and closings applied to the cluster's presence.
+pub const PRESENCE_CHANGES_TOTAL: &str = "chat_presence_changes_total";
+/// Users announced online / offline by this node (`state`).
+pub const PRESENCE_ANNOUNCEMENTS_TOTAL: &str = "chat_presence_announcements_total";
+/// `presence` frames this node wrote to its own sessions for its announcements.
+pub const PRESENCE_FRAMES_TOTAL: &str = "chat_presence_frames_total";
+/// Presence bus events this node published (one per watcher online per tick).
+pub const PRESENCE_PUBLISHES_TOTAL: &str = "chat_presence_publishes_total";
+/// Presence calls to Redis or Postgres that failed.
+pub const PRESENCE_ERRORS_TOTAL: &str = "chat_presence_errors_total";

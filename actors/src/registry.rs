@@ -10,6 +10,7 @@ use crate::conversation::{Conversation, Rules, Start};
 use crate::directory::Directory;
 use crate::messages::*;
 use crate::metrics as m;
+use crate::presence::{PresenceHub, SocketClosed, SocketOpened};
 use crate::session::Session;
 use crate::writer::Writer;
 use actix::prelude::*;
@@ -81,6 +82,8 @@ pub struct Registry {
     draining: bool,
     /// What the Conversation actors check of a send beyond its shape.
     rules: Rules,
+    /// Told of every socket that opens and closes here (cluster presence).
+    presence: Option<Addr<PresenceHub>>,
 }
 
 impl Registry {
@@ -114,6 +117,31 @@ impl Registry {
             open_sessions: 0,
             draining: false,
             rules: Rules::default(),
+            presence: None,
+        }
+    }
+
+    /// The hub told of every socket here.
+    pub fn with_presence(mut self, hub: Addr<PresenceHub>) -> Self {
+        self.presence = Some(hub);
+        self
+    }
+
+    /// Closes every socket of `user` here with `code`.
+    fn close_user(&self, user: UserId, code: CloseCode, reason: &'static str) {
+        if let Some(online) = self.users.get(&user) {
+            for addr in online.sessions.values() {
+                addr.do_send(CloseWith { code, reason });
+            }
+        }
+    }
+
+    /// Tells every socket of `user` here that tokens up to `floor` are refused.
+    fn revoke_user(&self, user: UserId, floor: i64) {
+        if let Some(online) = self.users.get(&user) {
+            for addr in online.sessions.values() {
+                addr.do_send(Revoke { floor });
+            }
         }
     }
 
@@ -548,6 +576,12 @@ impl Handler<Attach> for Registry {
             self.directory
                 .attach(msg.user, msg.id, msg.addr.clone().recipient(), msg.out);
             self.count_sessions(before, after);
+            if let Some(hub) = &self.presence {
+                hub.do_send(SocketOpened {
+                    user: msg.user,
+                    session: msg.id.0,
+                });
+            }
         }
         self.update_gauges();
         let addr = msg.addr;
@@ -568,6 +602,12 @@ impl Handler<Detach> for Registry {
         let after = online.sessions.len();
         if removed {
             self.directory.detach(msg.user, msg.id);
+            if let Some(hub) = &self.presence {
+                hub.do_send(SocketClosed {
+                    user: msg.user,
+                    session: msg.id.0,
+                });
+            }
         }
         if !removed {
             // Admitted, but its upgrade failed before it attached.
@@ -783,6 +823,40 @@ impl Handler<OpenSessions> for Registry {
     }
 }
 
+impl Handler<DisconnectUser> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: DisconnectUser, _ctx: &mut Self::Context) {
+        self.close_user(
+            msg.user,
+            CloseCode::Service(msg.code),
+            "disconnected by the service",
+        );
+        self.bus.publish(
+            &Channel::User(msg.user),
+            &Event::Disconnect {
+                user: msg.user,
+                code: msg.code,
+            },
+        );
+    }
+}
+
+impl Handler<RevokeUser> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: RevokeUser, _ctx: &mut Self::Context) {
+        self.revoke_user(msg.user, msg.floor);
+        self.bus.publish(
+            &Channel::User(msg.user),
+            &Event::Revoked {
+                user: msg.user,
+                floor: msg.floor,
+            },
+        );
+    }
+}
+
 impl Handler<FromBus> for Registry {
     type Result = ();
 
@@ -842,7 +916,10 @@ impl Registry {
                 | Event::Joined { .. }
                 | Event::Left { .. }
                 | Event::AttributesChanged { .. }
-                | Event::UserEvent { .. },
+                | Event::UserEvent { .. }
+                | Event::Presence { .. }
+                | Event::Disconnect { .. }
+                | Event::Revoked { .. },
             ) => {}
             (
                 Channel::Conversation(conv),
@@ -859,8 +936,25 @@ impl Registry {
                 | Event::Joined { .. }
                 | Event::Left { .. }
                 | Event::AttributesChanged { .. }
-                | Event::UserEvent { .. },
+                | Event::UserEvent { .. }
+                | Event::Presence { .. }
+                | Event::Disconnect { .. }
+                | Event::Revoked { .. },
             ) => {}
+            (Channel::User(_), Event::Presence { user, updates }) => {
+                for update in updates {
+                    let frame = ServerFrame::Presence(update).to_text().into();
+                    self.to_users(&[user], &frame, None, None);
+                }
+            }
+            (Channel::User(_), Event::Disconnect { user, code }) => {
+                self.close_user(
+                    user,
+                    CloseCode::Service(code),
+                    "disconnected by the service",
+                );
+            }
+            (Channel::User(_), Event::Revoked { user, floor }) => self.revoke_user(user, floor),
             (Channel::User(_), Event::UserEvent { user, entry }) => {
                 if let Some(frame) = ServerFrame::for_user_event(&entry) {
                     self.to_users(&[user], &frame.to_text().into(), None, None);

@@ -44,6 +44,10 @@ pub struct Chat {
     pub bus: Arc<dyn Bus>,
     /// The sessions of this node, to hand frames to.
     pub directory: Directory,
+    /// Who is online across the cluster.
+    pub presence: chat_bus::presence::Presence,
+    /// This node's part of it (told of sockets by the registry).
+    pub presence_hub: Addr<crate::presence::PresenceHub>,
     /// What a send is checked against (`limits.max_message_bytes`, attachment and
     /// mention limits).
     pub limits: DraftLimits,

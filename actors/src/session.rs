@@ -7,7 +7,8 @@
 
 use crate::error::ChatError;
 use crate::messages::{
-    Attach, AudiencesChanged, CloseWith, Detach, Live, NewAudiences, SessionId, SlowConsumer,
+    Attach, AudiencesChanged, CloseWith, Detach, Live, NewAudiences, Revoke, SessionId,
+    SlowConsumer,
 };
 use crate::metrics as m;
 use crate::registry::Registry;
@@ -267,6 +268,10 @@ pub struct Session {
     kill: Option<oneshot::Sender<CloseReason>>,
     last_heard: Instant,
     token_expires: Instant,
+    /// When the socket's token was issued (unix seconds), and the floor at or
+    /// before which tokens are refused, checked on every frame.
+    token_issued_at: i64,
+    token_floor: Option<i64>,
     bucket: Bucket,
     in_flight: usize,
     closing: Option<(CloseCode, &'static str)>,
@@ -290,6 +295,10 @@ pub struct SessionParts {
     pub out: OutQueue,
     pub kill: oneshot::Sender<CloseReason>,
     pub token_expires: Instant,
+    /// When the token was issued (unix seconds).
+    pub token_issued_at: i64,
+    /// Tokens issued at or before this (unix seconds) are refused.
+    pub token_floor: Option<i64>,
 }
 
 impl Session {
@@ -308,6 +317,8 @@ impl Session {
             kill: Some(p.kill),
             last_heard: Instant::now(),
             token_expires: p.token_expires,
+            token_issued_at: p.token_issued_at,
+            token_floor: p.token_floor,
             in_flight: 0,
             closing: None,
             limited_streak: 0,
@@ -388,6 +399,9 @@ impl Session {
         // expired token.
         if Instant::now() >= self.token_expires {
             return self.close(CloseCode::Policy, "token expired", ctx);
+        }
+        if self.revoked() {
+            return self.close(CloseCode::Policy, "token revoked", ctx);
         }
         let frame = match ClientFrame::parse(text) {
             Ok(f) => f,
@@ -625,6 +639,24 @@ impl Handler<SlowConsumer> for Session {
 
     fn handle(&mut self, _msg: SlowConsumer, ctx: &mut Self::Context) {
         self.slow_consumer(ctx);
+    }
+}
+
+impl Session {
+    fn revoked(&self) -> bool {
+        self.token_floor
+            .is_some_and(|floor| self.token_issued_at <= floor)
+    }
+}
+
+impl Handler<Revoke> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Revoke, ctx: &mut Self::Context) {
+        self.token_floor = Some(self.token_floor.map_or(msg.floor, |f| f.max(msg.floor)));
+        if self.revoked() {
+            self.close(CloseCode::Policy, "token revoked", ctx);
+        }
     }
 }
 

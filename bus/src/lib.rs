@@ -6,6 +6,7 @@
 //! audience. Events carry their origin node so a node ignores its own echo.
 
 mod local;
+pub mod presence;
 mod redis_bus;
 
 /// Names of the bus's Prometheus metrics (registered at start by the node).
@@ -26,7 +27,7 @@ pub mod metrics {
 pub use local::LocalBus;
 pub use redis_bus::RedisBus;
 
-use chat_wire::{AudienceKey, ConvId, EventEntry, Message, Seq, UserId};
+use chat_wire::{AudienceKey, ConvId, EventEntry, Message, PresenceState, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -102,13 +103,26 @@ pub enum Event {
     /// An event of a user's own stream was committed (user channel): the user's
     /// sessions get it as a `contact` frame. Lost, it is found by `sync`.
     UserEvent { user: UserId, entry: EventEntry },
+    /// Users `user` may see came online or went offline (user channel: `user`'s
+    /// sessions get one `presence` frame each). Lost, it is found by `POST /presence`.
+    Presence {
+        user: UserId,
+        updates: Vec<PresenceState>,
+    },
+    /// Close every socket of `user` with `code` (user channel; the company's backend
+    /// asked).
+    Disconnect { user: UserId, code: u16 },
+    /// Tokens of `user` issued at or before `floor` (unix seconds) are refused: the
+    /// sockets opened with one close (user channel).
+    Revoked { user: UserId, floor: i64 },
 }
 
 impl Event {
     /// Whether a node that loses this event must say so (the sessions concerned
-    /// `resync`): every event but typing, which nobody syncs.
+    /// `resync`): every event but typing, which nobody syncs, and presence, which is
+    /// asked for again (`POST /presence`) rather than synced.
     pub fn must_be_told_if_lost(&self) -> bool {
-        !matches!(self, Event::Typing { .. })
+        !matches!(self, Event::Typing { .. } | Event::Presence { .. })
     }
 }
 

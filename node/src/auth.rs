@@ -53,6 +53,8 @@ pub struct Tokens {
 pub struct Verified {
     pub user: UserId,
     pub expires_at: u64,
+    /// When it was issued (unix seconds): a revocation refuses it if at or before.
+    pub issued_at: i64,
 }
 
 fn now_secs() -> u64 {
@@ -134,6 +136,7 @@ impl Tokens {
         Ok(Verified {
             user: UserId(id),
             expires_at: data.claims.exp,
+            issued_at: i64::try_from(data.claims.iat).unwrap_or(i64::MAX),
         })
     }
 }
@@ -262,19 +265,28 @@ fn app_state(req: &HttpRequest) -> Result<&AppState, ApiError> {
         .ok_or_else(|| ApiError::unavailable("node is starting"))
 }
 
-/// Extractor: a user token is required.
+/// Extractor: a user token is required, not revoked (see [`crate::state::TokenFloors`]).
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser(pub UserId);
 
 impl FromRequest for AuthUser {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(app_state(req).and_then(|s| match principal(s, req)? {
-            Principal::User(v) => Ok(AuthUser(v.user)),
-            Principal::Service => Err(ApiError::forbidden("this call needs a user token")),
-        }))
+        let checked = req
+            .app_data::<web::Data<AppState>>()
+            .cloned()
+            .ok_or_else(|| ApiError::unavailable("node is starting"))
+            .and_then(|s| match principal(&s, req)? {
+                Principal::User(v) => Ok((s, v)),
+                Principal::Service => Err(ApiError::forbidden("this call needs a user token")),
+            });
+        Box::pin(async move {
+            let (state, verified) = checked?;
+            state.floors.admit(&state.chat.store, verified).await?;
+            Ok(AuthUser(verified.user))
+        })
     }
 }
 

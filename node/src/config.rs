@@ -26,7 +26,26 @@ pub struct Settings {
     pub limits: Limits,
     pub retention: Retention,
     pub chat: ChatRules,
+    pub presence: PresenceSettings,
     pub log: Log,
+}
+
+/// Who is online, across the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// How long a node's presence lease lives in Redis (renewed at a third of it): a
+    /// node killed with -9 stops counting after it, and its users are announced
+    /// offline at the next sweep of another node (within a third more).
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// How long after a user's last socket closed they are announced offline; a
+    /// reconnect within it announces nothing.
+    #[serde(deserialize_with = "duration")]
+    pub offline_grace: Duration,
+    /// Members of groups up to this size see each other's presence pushed; in larger
+    /// groups clients ask (`POST /presence`).
+    pub group_max_members: i64,
 }
 
 /// What members may do with messages and groups, and users with each other.
@@ -353,6 +372,12 @@ impl Settings {
                 "retention.dedupe_window",
                 "must not exceed retention.normal_ttl or retention.important_ttl",
             );
+        }
+        if self.presence.lease < Duration::from_secs(1) {
+            return fail("presence.lease", "must be at least 1s");
+        }
+        if self.presence.group_max_members < 0 {
+            return fail("presence.group_max_members", "must not be negative");
         }
         if self.api.service_keys.iter().any(|k| k.len() < 8) {
             return fail("api.service_keys", "each key must be at least 8 bytes");

@@ -19,9 +19,11 @@ use chat_actors::directory::Directory;
 use chat_actors::maintenance::{self, partitions_ahead, UpkeepConfig};
 use chat_actors::messages::{Drain, FromBus, OpenSessions, UseArbiter};
 use chat_actors::metrics as m;
+use chat_actors::presence::{LeavePresence, PresenceConfig, PresenceHub};
 use chat_actors::registry::Registry;
 use chat_actors::writer::{Writer, WriterConfig};
 use chat_actors::Chat;
+use chat_bus::presence::Presence;
 use chat_bus::{Bus, LocalBus, RedisBus};
 use chat_store::{EntryWindows, Retention, Store, StoreConfig};
 use chat_wire::{AttachLimits, CloseCode, DraftLimits};
@@ -39,6 +41,8 @@ pub enum NodeError {
     Store(#[from] chat_store::StoreError),
     #[error("bus: {0}")]
     Bus(#[from] chat_bus::BusError),
+    #[error("presence: {0}")]
+    Presence(#[from] chat_bus::presence::PresenceError),
     #[error("metrics: {0}")]
     Metrics(String),
     #[error("server: {0}")]
@@ -174,6 +178,28 @@ impl ChatNode {
             Some(&writer_thread.handle()),
         );
         let directory = Directory::new();
+        let presence = match settings.bus.kind {
+            BusKind::Local => Presence::local(settings.node.id.clone()),
+            BusKind::Redis => {
+                Presence::redis(
+                    &settings.redis.url,
+                    settings.node.id.clone(),
+                    settings.presence.lease,
+                )
+                .await?
+            }
+        };
+        let presence_hub = PresenceHub::new(
+            presence.clone(),
+            store.clone(),
+            bus.clone(),
+            directory.clone(),
+            PresenceConfig {
+                offline_grace: settings.presence.offline_grace,
+                group_max_members: settings.presence.group_max_members,
+            },
+        )
+        .start();
         let registry = Registry::new(
             store.clone(),
             writer,
@@ -185,6 +211,7 @@ impl ChatNode {
         .with_rules(Rules {
             mention_all_max_members: settings.chat.mention_all_max_members,
         })
+        .with_presence(presence_hub.clone())
         .start();
         let arbiters = vec![writer_thread];
         let mut tasks = Vec::new();
@@ -225,6 +252,8 @@ impl ChatNode {
                 registry,
                 bus,
                 directory,
+                presence,
+                presence_hub,
                 limits: DraftLimits {
                     max_body_bytes: settings.limits.max_message_bytes,
                     attach: AttachLimits {
@@ -241,6 +270,7 @@ impl ChatNode {
             },
             metrics,
             draining: Arc::new(AtomicBool::new(false)),
+            floors: Arc::new(state::TokenFloors::default()),
             writes: Arc::new(state::WriteLimiter::new(
                 settings.limits.http_writes_per_sec,
             )),
@@ -270,6 +300,7 @@ impl ChatNode {
         let session_cfg = ws::session_config(&settings);
         let max_body = settings.limits.max_body_bytes;
         let registry = state.chat.registry.clone();
+        let presence_hub = state.chat.presence_hub.clone();
         let bus = state.chat.bus.clone();
         let worker_registry = registry.clone();
         let draining = state.draining.clone();
@@ -329,6 +360,12 @@ impl ChatNode {
                     Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
+            // This node's sockets leave presence now, not when its lease ends.
+            let _ = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                presence_hub.send(LeavePresence),
+            )
+            .await;
             // Keep answering 503 on /readyz a moment (a quarter of the drain timeout,
             // at most DRAIN_LINGER), so the load balancer's health check sees the
             // drain before the port goes away. HAProxy's check in config/haproxy.cfg

@@ -1,12 +1,13 @@
 //! What every handler shares.
 
 use crate::auth::Tokens;
+use crate::auth::Verified;
 use crate::config::Settings;
 use crate::error::ApiError;
 use chat_actors::registry::Registry;
 use chat_actors::session::Bucket;
 use chat_actors::Chat;
-use chat_store::{Store, UserRecord};
+use chat_store::{Store, TokenFloor, UserRecord};
 use chat_wire::{AudienceKey, UserId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,62 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Users' writes over HTTP (sends, reads, new conversations), per second.
     pub writes: Arc<WriteLimiter>,
+    /// Users' token floors (revocations), as lately read.
+    pub floors: Arc<TokenFloors>,
+}
+
+/// How long a user's token floor, once read, is trusted on this node. A revocation
+/// made on this node is seen at once; one made on another node refuses this node's
+/// HTTP calls within this long (open sockets close at once, through the bus).
+pub const FLOOR_FRESH: Duration = Duration::from_secs(2);
+
+/// The token floor of each user lately seen on HTTP: one read of Postgres per user
+/// every [`FLOOR_FRESH`], not one per request.
+#[derive(Default)]
+pub struct TokenFloors {
+    by_user: Mutex<HashMap<UserId, (TokenFloor, Instant)>>,
+    /// The map is swept of stale floors when it grows to this (as the write limiter's).
+    sweep_at: std::sync::atomic::AtomicUsize,
+}
+
+impl TokenFloors {
+    /// Refuses a token that was revoked (401 `token revoked`) or whose user does not
+    /// exist (401 `unknown user`).
+    pub async fn admit(&self, store: &Store, token: Verified) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let cached = {
+            let map = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&token.user)
+                .filter(|(_, at)| now.saturating_duration_since(*at) < FLOOR_FRESH)
+                .map(|(f, _)| *f)
+        };
+        let floor = match cached {
+            Some(f) => f,
+            None => {
+                let f = store.token_floor(token.user).await?;
+                self.put(token.user, f);
+                f
+            }
+        };
+        match floor {
+            TokenFloor::Unknown => Err(ApiError::unauthorized("unknown user")),
+            f if f.admits(token.issued_at) => Ok(()),
+            _ => Err(ApiError::unauthorized("token revoked")),
+        }
+    }
+
+    /// Records a floor just read or set.
+    pub fn put(&self, user: UserId, floor: TokenFloor) {
+        let now = Instant::now();
+        let mut map = self.by_user.lock().unwrap_or_else(|e| e.into_inner());
+        let sweep_at = self.sweep_at.load(Ordering::Relaxed).max(SWEEP_AT);
+        if map.len() >= sweep_at {
+            map.retain(|_, (_, at)| now.saturating_duration_since(*at) < FLOOR_FRESH);
+            self.sweep_at
+                .store((map.len() * 2).max(SWEEP_AT), Ordering::Relaxed);
+        }
+        map.insert(user, (floor, now));
+    }
 }
 
 /// A token bucket per user for writes over HTTP, at `limits.http_writes_per_sec`: a

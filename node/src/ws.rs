@@ -94,6 +94,15 @@ pub async fn upgrade(
         .verify(&token)
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let caller = state.caller(verified.user).await?;
+    let floor = state.store().token_floor(verified.user).await?;
+    state.floors.put(verified.user, floor);
+    if !floor.admits(verified.issued_at) {
+        return Err(ApiError::unauthorized("token revoked"));
+    }
+    let token_floor = match floor {
+        chat_store::TokenFloor::Since(f) => f,
+        chat_store::TokenFloor::Unknown => None,
+    };
     let conversations = state.store().user_conversations(verified.user).await?;
     let id = match state
         .registry()
@@ -148,6 +157,8 @@ pub async fn upgrade(
         out: out_tx,
         kill: kill_tx,
         token_expires,
+        token_issued_at: verified.issued_at,
+        token_floor,
     };
     Session::create(move |ctx| {
         ctx.add_stream(stream);

@@ -18,6 +18,8 @@
 //! - `contacts.rs`: friend requests, contacts and blocks ([`ContactError`], [`Changed`],
 //!   [`Sent`], [`Answer`]); [`DirectRules`] of direct conversations.
 //! - `sync.rs`: sync of every conversation past the client's cursors.
+//! - `presence.rs`: who may see whose presence, last seen, token floors
+//!   ([`TokenFloor`]).
 //! - [`partitions`]: the time-range partitions of `messages` and their expiry.
 //! - `upkeep.rs`: [`UpkeepLease`], the advisory lock that elects the upkeep leader.
 //! - `migrate.rs`: the numbered migrations in `sql/`, applied at start.
@@ -36,6 +38,7 @@ mod groups;
 mod messages;
 mod migrate;
 pub mod partitions;
+mod presence;
 mod retention;
 mod rows;
 mod sql;
@@ -51,6 +54,7 @@ pub use error::StoreError;
 pub use events::{record_user_event, Recorded};
 pub use groups::{GroupChange, GroupOutcome, GroupRefusal};
 pub use messages::{Appended, Batch, BatchOutcome, EntryWindows, NewMessage, Refusal};
+pub use presence::TokenFloor;
 pub use retention::Retention;
 pub use store::{Store, StoreConfig};
 pub use upkeep::{UpkeepLease, UPKEEP_LOCK};

@@ -141,6 +141,9 @@ pub enum CloseCode {
     Draining,
     /// 4001: the client did not read its frames fast enough.
     SlowConsumer,
+    /// A code the company's backend chose when it disconnected the user (1000, 1008
+    /// or 4000–4999; 4003 unless it named one).
+    Service(u16),
 }
 
 impl CloseCode {
@@ -153,6 +156,7 @@ impl CloseCode {
             CloseCode::TooBig => 1009,
             CloseCode::Draining => 1012,
             CloseCode::SlowConsumer => 4001,
+            CloseCode::Service(code) => code,
         }
     }
 }
@@ -208,6 +212,8 @@ pub enum ServerFrame {
     },
     /// The node may have missed pushes: call sync.
     Resync,
+    /// A user this one may see came online or went offline.
+    Presence(crate::presence::PresenceState),
     /// The user was added to a conversation (or it was created with them): here it
     /// is, as the conversation list shows it. Its pushes follow from now on; what
     /// came before is in `sync`.

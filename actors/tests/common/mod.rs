@@ -56,6 +56,18 @@ pub fn actors(store: &Store) -> Actors {
     );
     let directory = chat_actors::directory::Directory::new();
     let bus: std::sync::Arc<dyn chat_bus::Bus> = std::sync::Arc::new(chat_bus::LocalBus);
+    let presence = chat_bus::presence::Presence::local("n1".into());
+    let presence_hub = chat_actors::presence::PresenceHub::new(
+        presence.clone(),
+        store.clone(),
+        bus.clone(),
+        directory.clone(),
+        chat_actors::presence::PresenceConfig {
+            offline_grace: Duration::from_secs(1),
+            group_max_members: 20,
+        },
+    )
+    .start();
     let registry = chat_actors::registry::Registry::new(
         store.clone(),
         writer,
@@ -64,12 +76,15 @@ pub fn actors(store: &Store) -> Actors {
         16,
         Duration::from_secs(3600),
     )
+    .with_presence(presence_hub.clone())
     .start();
     let chat = chat_actors::service::Chat {
         store: store.clone(),
         registry: registry.clone(),
         bus,
         directory: directory.clone(),
+        presence,
+        presence_hub,
         limits: chat_wire::DraftLimits {
             max_body_bytes: 1024,
             ..Default::default()
@@ -121,6 +136,8 @@ pub async fn session(
             out,
             kill,
             token_expires: Instant::now() + Duration::from_secs(3600),
+            token_issued_at: 0,
+            token_floor: None,
         })
     });
     // Attached once the directory reaches it.

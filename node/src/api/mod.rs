@@ -4,6 +4,7 @@ pub mod auth;
 pub mod broadcasts;
 pub mod contacts;
 pub mod conversations;
+pub mod presence;
 pub mod users;
 
 use crate::error::{extract, ApiError};
@@ -100,6 +101,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 resource("/blocks/{user}")
                     .route(web::put().to(contacts::block))
                     .route(web::delete().to(contacts::unblock)),
-            ),
+            )
+            .service(resource("/presence").route(web::post().to(presence::presence)))
+            .service(
+                resource("/service/users/{id}/disconnect")
+                    .route(web::post().to(presence::disconnect)),
+            )
+            .service(resource("/service/users/{id}/revoke").route(web::post().to(presence::revoke)))
+            .service(
+                resource("/service/users/{id}/sessions").route(web::get().to(presence::sessions)),
+            )
+            .service(resource("/service/online").route(web::get().to(presence::online))),
     );
 }
