@@ -26,7 +26,17 @@ pub struct Settings {
     pub limits: Limits,
     pub retention: Retention,
     pub chat: ChatRules,
+    pub service: ServiceRules,
     pub log: Log,
+}
+
+/// How the server API's calls behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRules {
+    /// `DELETE /service/users/{id}`: `keep` leaves a deleted user's messages as they
+    /// were (shown as from "Deleted user"); `erase` blanks their content too.
+    pub delete_user: chat_wire::moderation::DeleteMode,
 }
 
 /// What members may do with messages and groups, and users with each other.

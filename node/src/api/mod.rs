@@ -4,6 +4,8 @@ pub mod auth;
 pub mod broadcasts;
 pub mod contacts;
 pub mod conversations;
+pub mod moderation;
+pub mod service;
 pub mod users;
 
 use crate::error::{extract, ApiError};
@@ -100,6 +102,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 resource("/blocks/{user}")
                     .route(web::put().to(contacts::block))
                     .route(web::delete().to(contacts::unblock)),
-            ),
+            )
+            .service(
+                resource("/conversations/{id}/members/{user}/mute")
+                    .route(web::post().to(moderation::mute)),
+            )
+            .service(resource("/conversations/{id}/bans").route(web::get().to(moderation::bans)))
+            .service(
+                resource("/conversations/{id}/bans/{user}")
+                    .route(web::put().to(moderation::ban))
+                    .route(web::delete().to(moderation::unban)),
+            )
+            .service(resource("/users/{id}").route(web::get().to(users::profile)))
+            .service(resource("/service/messages").route(web::post().to(service::send)))
+            .service(
+                resource("/service/conversations")
+                    .route(web::post().to(service::create_conversation)),
+            )
+            .service(
+                resource("/service/conversations/{id}/members")
+                    .route(web::put().to(service::set_members)),
+            )
+            .service(
+                resource("/service/conversations/{id}/members/{user}/mute")
+                    .route(web::post().to(service::mute)),
+            )
+            .service(resource("/service/users/{id}").route(web::delete().to(service::delete_user))),
     );
 }
