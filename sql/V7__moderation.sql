@@ -1,10 +1,10 @@
 -- Moderation of groups and deleted users.
 --
 -- A member muted by an admin (or the owner, or the company's backend) may read the
--- group but not write to it until `muted_until` has passed. It is read under the
+-- group but not write to it until `silenced_until` has passed. It is read under the
 -- conversation's row lock with the rest of the sender's membership, so a send never
 -- slips past a mute committed before it.
-ALTER TABLE members ADD COLUMN muted_until TIMESTAMPTZ;
+ALTER TABLE members ADD COLUMN silenced_until TIMESTAMPTZ;
 
 -- Users banned from a group: not members, and not to be added again until unbanned.
 CREATE TABLE bans (

@@ -85,9 +85,9 @@ const LIST_CONVERSATIONS: &str = concat!(
             ELSE (SELECT array_agg(user_id ORDER BY user_id) FROM members WHERE conv = v.id) END
          AS members,
        (SELECT array_agg(user_id ORDER BY user_id) FROM members
-         WHERE conv = v.id AND muted_until > now()) AS muted_users,
-       (SELECT array_agg(muted_until ORDER BY user_id) FROM members
-         WHERE conv = v.id AND muted_until > now()) AS muted_untils,
+         WHERE conv = v.id AND silenced_until > now()) AS muted_users,
+       (SELECT array_agg(silenced_until ORDER BY user_id) FROM members
+         WHERE conv = v.id AND silenced_until > now()) AS muted_untils,
        v.default_tier,
        ",
     message_columns!("lm" AS "lm_"),

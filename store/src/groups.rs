@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 const LOCK_GROUP: &str = "SELECT kind, last_seq FROM conversations WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Members, longest-standing first: the order an owner who leaves hands over in.
-const GROUP_MEMBERS: &str = "SELECT user_id, role, muted_until FROM members WHERE conv = $1
+const GROUP_MEMBERS: &str = "SELECT user_id, role, silenced_until AS muted_until FROM members WHERE conv = $1
      ORDER BY joined_at, user_id";
 
 const EXISTING_USERS: &str =
@@ -34,7 +34,7 @@ const INSERT_BAN: &str = "INSERT INTO bans (conv, user_id, banned_by) VALUES ($1
 
 const DELETE_BAN: &str = "DELETE FROM bans WHERE conv = $1 AND user_id = $2";
 
-const SET_MUTE: &str = "UPDATE members SET muted_until = $3 WHERE conv = $1 AND user_id = $2";
+const SET_MUTE: &str = "UPDATE members SET silenced_until = $3 WHERE conv = $1 AND user_id = $2";
 
 /// The group's bans, oldest first, and where the viewer `$2` stands with it.
 const BANS: &str = "SELECT user_id, banned_by, created_at FROM bans WHERE conv = $1

@@ -40,7 +40,7 @@ const FIND_CIDS: &str = concat!(
 /// Where each sender (`$1` convs, `$2` senders) stands with the conversation, read
 /// under the lock: member or not, role, from which seq they read, until when they are
 /// muted, and whether the other member of a direct conversation blocked them.
-const SENDERS: &str = "SELECT k.conv, k.sender, m.role, m.joined_seq, m.muted_until,
+const SENDERS: &str = "SELECT k.conv, k.sender, m.role, m.joined_seq, m.silenced_until AS muted_until,
        EXISTS (SELECT 1 FROM conversations c JOIN blocks b
                    ON b.blocked = k.sender
                   AND b.blocker = CASE WHEN c.direct_a = k.sender THEN c.direct_b ELSE c.direct_a END
