@@ -87,7 +87,7 @@ impl Loaded {
                     self.roles.entry(*u).or_insert(Role::Member);
                 }
             }
-            SystemAction::Removed | SystemAction::Left => {
+            SystemAction::Removed | SystemAction::Left | SystemAction::Banned => {
                 for u in &e.users {
                     self.roles.remove(u);
                 }
@@ -99,7 +99,10 @@ impl Loaded {
                     }
                 }
             }
-            SystemAction::Renamed => {}
+            SystemAction::Renamed
+            | SystemAction::Muted
+            | SystemAction::Unmuted
+            | SystemAction::Unbanned => {}
         }
         let mut members: Vec<UserId> = self.roles.keys().copied().collect();
         members.sort_unstable();
@@ -302,6 +305,7 @@ impl Conversation {
         if d.mentions_all()
             && loaded.kind == ConversationKind::Group
             && loaded.roles.len() > self.rules.mention_all_max_members
+            && sender != UserId::SYSTEM
             && !loaded.roles.get(&sender).is_some_and(|r| r.manages())
         {
             return Err(ChatError::new(

@@ -99,7 +99,8 @@ impl From<Refusal> for ChatError {
             | Refusal::NotSender
             | Refusal::EditWindowPassed
             | Refusal::RecallWindowPassed
-            | Refusal::SystemOnly => ErrorCode::Forbidden,
+            | Refusal::SystemOnly
+            | Refusal::Muted(_) => ErrorCode::Forbidden,
         };
         ChatError::new(code, r.to_string())
     }
@@ -114,6 +115,8 @@ impl From<GroupRefusal> for ChatError {
             GroupRefusal::UnknownUser(_) | GroupRefusal::NotInGroup(_) => ErrorCode::NotFound,
             GroupRefusal::NotGroup | GroupRefusal::Invalid(_) => ErrorCode::BadRequest,
             GroupRefusal::TooMany(_) => ErrorCode::Conflict,
+            GroupRefusal::Banned(_) => ErrorCode::Forbidden,
+            GroupRefusal::NotBanned(_) => ErrorCode::NotFound,
         };
         ChatError::new(code, r.to_string())
     }

@@ -27,6 +27,7 @@ pub struct Settings {
     pub retention: Retention,
     pub chat: ChatRules,
     pub presence: PresenceSettings,
+    pub service: ServiceRules,
     pub log: Log,
 }
 
@@ -46,6 +47,15 @@ pub struct PresenceSettings {
     /// Members of groups up to this size see each other's presence pushed; in larger
     /// groups clients ask (`POST /presence`).
     pub group_max_members: i64,
+}
+
+/// How the server API's calls behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRules {
+    /// `DELETE /service/users/{id}`: `keep` leaves a deleted user's messages as they
+    /// were (shown as from "Deleted user"); `erase` blanks their content too.
+    pub delete_user: chat_wire::moderation::DeleteMode,
 }
 
 /// What members may do with messages and groups, and users with each other.

@@ -163,7 +163,7 @@ pub struct DirectRules {
     pub requires_friendship: bool,
 }
 
-fn request(row: &Row) -> Result<ContactRequest, StoreError> {
+pub(crate) fn request(row: &Row) -> Result<ContactRequest, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(ContactRequest {
         id: RequestId(row.try_get("id")?),

@@ -6,7 +6,9 @@ use crate::error::StoreError;
 use crate::rows::{message_prefixed, parse_kind, parse_role, parse_tier};
 use crate::sql::{audience_keys, ids, message_columns, retained, since, unread, visible};
 use crate::store::Store;
-use chat_wire::{AudienceKey, ConvId, Conversation, ConversationKind, Role, Seq, Tier, UserId};
+use chat_wire::{
+    AudienceKey, ConvId, Conversation, ConversationKind, MutedMember, Role, Seq, Tier, UserId,
+};
 
 const INSERT_DIRECT: &str =
     "INSERT INTO conversations (kind, direct_a, direct_b, created_by, default_tier)
@@ -82,6 +84,10 @@ const LIST_CONVERSATIONS: &str = concat!(
        CASE WHEN v.kind = 'broadcast' THEN NULL
             ELSE (SELECT array_agg(user_id ORDER BY user_id) FROM members WHERE conv = v.id) END
          AS members,
+       (SELECT array_agg(user_id ORDER BY user_id) FROM members
+         WHERE conv = v.id AND silenced_until > now()) AS muted_users,
+       (SELECT array_agg(silenced_until ORDER BY user_id) FROM members
+         WHERE conv = v.id AND silenced_until > now()) AS muted_untils,
        v.default_tier,
        ",
     message_columns!("lm" AS "lm_"),
@@ -392,6 +398,18 @@ impl Store {
                 let role: Option<String> = r.try_get("role")?;
                 let members: Option<Vec<i64>> = r.try_get("members")?;
                 let default_tier: String = r.try_get("default_tier")?;
+                let muted_users: Option<Vec<i64>> = r.try_get("muted_users")?;
+                let muted_untils: Option<Vec<chrono::DateTime<chrono::Utc>>> =
+                    r.try_get("muted_untils")?;
+                let muted = muted_users
+                    .unwrap_or_default()
+                    .into_iter()
+                    .zip(muted_untils.unwrap_or_default())
+                    .map(|(user, until)| MutedMember {
+                        user: UserId(user),
+                        until,
+                    })
+                    .collect();
                 Ok(Conversation {
                     id: ConvId(r.try_get("id")?),
                     kind: parse_kind(&kind)?,
@@ -408,6 +426,7 @@ impl Store {
                     default_tier: parse_tier(&default_tier)?,
                     last_message: message_prefixed(r, LAST_MESSAGE)?,
                     preview: None,
+                    muted,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -1,4 +1,5 @@
-//! Group management: adding, removing, leaving, renaming and roles. Each change is a
+//! Group management: adding, removing, leaving, renaming, roles and moderation (mutes
+//! and bans), and the company's backend setting a group's members. Each change is a
 //! `system` entry of the group's seq stream, written under the same row lock as the
 //! sends, so every member and device learns it through push and sync, in order.
 
@@ -7,19 +8,41 @@ use crate::events::{lock_users, record_user_event};
 use crate::messages::{day_of, now_micros, RECORD_DAYS};
 use crate::rows::{parse_kind, parse_role};
 use crate::store::Store;
+use chat_wire::moderation::Ban;
 use chat_wire::{
     ConvId, ConversationKind, Message, MessageKind, Role, Seq, SystemAction, SystemEntry, Tier,
     UserEvent, UserId,
 };
+use chrono::{DateTime, Utc};
 
 /// Waits for the group's row lock (a group commit holds it for milliseconds).
 const LOCK_GROUP: &str = "SELECT kind, last_seq FROM conversations WHERE id = $1 FOR NO KEY UPDATE";
 
 /// Members, longest-standing first: the order an owner who leaves hands over in.
-const GROUP_MEMBERS: &str = "SELECT user_id, role FROM members WHERE conv = $1
+const GROUP_MEMBERS: &str =
+    "SELECT user_id, role, silenced_until AS muted_until FROM members WHERE conv = $1
      ORDER BY joined_at, user_id";
 
-const EXISTING_USERS: &str = "SELECT id FROM users WHERE id = ANY($1::bigint[])";
+const EXISTING_USERS: &str =
+    "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL";
+
+/// Which of `$2` are banned from group `$1`.
+const BANNED_AMONG: &str =
+    "SELECT user_id FROM bans WHERE conv = $1 AND user_id = ANY($2::bigint[])";
+
+const INSERT_BAN: &str = "INSERT INTO bans (conv, user_id, banned_by) VALUES ($1, $2, $3)
+     ON CONFLICT DO NOTHING";
+
+const DELETE_BAN: &str = "DELETE FROM bans WHERE conv = $1 AND user_id = $2";
+
+const SET_MUTE: &str = "UPDATE members SET silenced_until = $3 WHERE conv = $1 AND user_id = $2";
+
+/// The group's bans, oldest first, and where the viewer `$2` stands with it.
+const BANS: &str = "SELECT user_id, banned_by, created_at FROM bans WHERE conv = $1
+     ORDER BY created_at, user_id";
+
+const VIEWER: &str = "SELECT c.kind, m.role FROM conversations c
+     LEFT JOIN members m ON m.conv = c.id AND m.user_id = $2 WHERE c.id = $1";
 
 /// Members added at `$3` read from that seq on; their cursor starts there.
 const ADD_MEMBERS: &str = "INSERT INTO members (conv, user_id, read_seq, joined_seq, role)
@@ -51,6 +74,16 @@ pub enum GroupChange {
     Rename(String),
     /// The owner makes a member an admin, or an admin a member.
     SetRole(UserId, Role),
+    /// A moderator mutes a member until then (`None` lifts it): admins mute members,
+    /// the owner anyone but themself, the system anyone.
+    Mute(UserId, Option<DateTime<Utc>>),
+    /// A moderator bans a user: removed if a member (by the rules of `Mute`), and
+    /// refused by every later add until unbanned.
+    Ban(UserId),
+    /// Admins and the owner lift a ban.
+    Unban(UserId),
+    /// The system (the company's backend) sets the members to exactly these users.
+    SetMembers(Vec<UserId>),
 }
 
 /// Why a change was refused; nothing changed.
@@ -72,7 +105,22 @@ pub enum GroupRefusal {
     TooMany(usize),
     #[error("{0}")]
     Invalid(&'static str),
+    #[error("user {0} is banned from this group")]
+    Banned(UserId),
+    #[error("user {0} is not banned from this group")]
+    NotBanned(UserId),
 }
+
+/// Whether a member of role `actor` may mute or ban one of role `target` (the system
+/// moderates anyone; nobody else the owner).
+fn moderates(actor: Role, system: bool, target: Role) -> bool {
+    system
+        || (actor == Role::Owner && target != Role::Owner)
+        || (actor.manages() && target == Role::Member)
+}
+
+const MODERATION_RULES: &str =
+    "admins moderate members; the owner moderates admins too; nobody moderates the owner";
 
 /// A change that was made: its entries (none when there was nothing to change) and
 /// who joined or left.
@@ -103,12 +151,22 @@ impl Store {
         let mut last_seq: i64 = row.try_get("last_seq")?;
         let stmt = tx.prepare_cached(GROUP_MEMBERS).await?;
         let mut members: Vec<(UserId, Role)> = Vec::new();
+        let mut muted: Vec<(UserId, DateTime<Utc>)> = Vec::new();
+        let ts = now_micros();
         for r in tx.query(&stmt, &[&conv.0]).await? {
             let role: String = r.try_get("role")?;
-            members.push((UserId(r.try_get("user_id")?), parse_role(&role)?));
+            let user = UserId(r.try_get("user_id")?);
+            members.push((user, parse_role(&role)?));
+            let until: Option<DateTime<Utc>> = r.try_get("muted_until")?;
+            if let Some(until) = until.filter(|u| *u > ts) {
+                muted.push((user, until));
+            }
         }
         let role_of = |u: UserId| members.iter().find(|(m, _)| *m == u).map(|(_, r)| *r);
-        let Some(actor_role) = role_of(actor) else {
+        // The system (the company's backend, user 0) acts on any group as its owner
+        // would, and moderates the owner too.
+        let system = actor == UserId::SYSTEM;
+        let Some(actor_role) = role_of(actor).or(system.then_some(Role::Owner)) else {
             return Ok(Err(match parse_kind(&kind)? {
                 ConversationKind::Group => GroupRefusal::NotMember,
                 _ => GroupRefusal::NotGroup,
@@ -117,7 +175,6 @@ impl Store {
         if parse_kind(&kind)? != ConversationKind::Group {
             return Ok(Err(GroupRefusal::NotGroup));
         }
-        let ts = now_micros();
         let mut out = GroupOutcome::default();
         let mut entries: Vec<SystemEntry> = Vec::new();
         let entry = |action, users: Vec<UserId>| SystemEntry {
@@ -126,6 +183,7 @@ impl Store {
             users,
             role: None,
             title: None,
+            until: None,
         };
         match change {
             GroupChange::Add(users) => {
@@ -154,6 +212,9 @@ impl Store {
                     .collect::<Result<_, _>>()?;
                 if let Some(missing) = new.iter().find(|u| !found.contains(&u.0) || u.0 <= 0) {
                     return Ok(Err(GroupRefusal::UnknownUser(*missing)));
+                }
+                if let Some(banned) = banned_among(&tx, conv, &ids).await?.first() {
+                    return Ok(Err(GroupRefusal::Banned(*banned)));
                 }
                 if members.len() + new.len() > max_members {
                     return Ok(Err(GroupRefusal::TooMany(max_members)));
@@ -247,6 +308,162 @@ impl Store {
                     ..entry(SystemAction::RoleChanged, vec![user])
                 });
             }
+            GroupChange::Mute(user, until) => {
+                if user == actor {
+                    return Ok(Err(GroupRefusal::Invalid("you cannot mute yourself")));
+                }
+                let Some(role) = role_of(user) else {
+                    return Ok(Err(GroupRefusal::NotInGroup(user)));
+                };
+                if !moderates(actor_role, system, role) {
+                    return Ok(Err(GroupRefusal::Forbidden(MODERATION_RULES)));
+                }
+                if until.is_some_and(|u| u <= ts) {
+                    return Ok(Err(GroupRefusal::Invalid(
+                        "until must lie in the future; null lifts the mute",
+                    )));
+                }
+                let was_muted = muted.iter().any(|(u, _)| *u == user);
+                if until.is_none() && !was_muted {
+                    tx.commit().await?;
+                    return Ok(Ok(out));
+                }
+                let stmt = tx.prepare_cached(SET_MUTE).await?;
+                tx.execute(&stmt, &[&conv.0, &user.0, &until]).await?;
+                entries.push(match until {
+                    Some(until) => SystemEntry {
+                        until: Some(until),
+                        ..entry(SystemAction::Muted, vec![user])
+                    },
+                    None => entry(SystemAction::Unmuted, vec![user]),
+                });
+            }
+            GroupChange::Ban(user) => {
+                if user == actor {
+                    return Ok(Err(GroupRefusal::Invalid("you cannot ban yourself")));
+                }
+                if !actor_role.manages() {
+                    return Ok(Err(GroupRefusal::Forbidden(MODERATION_RULES)));
+                }
+                if !banned_among(&tx, conv, &[user.0]).await?.is_empty() {
+                    tx.commit().await?;
+                    return Ok(Ok(out));
+                }
+                match role_of(user) {
+                    Some(role) => {
+                        if !moderates(actor_role, system, role) {
+                            return Ok(Err(GroupRefusal::Forbidden(MODERATION_RULES)));
+                        }
+                        let stmt = tx.prepare_cached(REMOVE_MEMBER).await?;
+                        tx.execute(&stmt, &[&conv.0, &user.0]).await?;
+                        out.removed.push(user);
+                    }
+                    None => {
+                        let stmt = tx.prepare_cached(EXISTING_USERS).await?;
+                        if user.0 <= 0 || tx.query(&stmt, &[&vec![user.0]]).await?.is_empty() {
+                            return Ok(Err(GroupRefusal::UnknownUser(user)));
+                        }
+                    }
+                }
+                let stmt = tx.prepare_cached(INSERT_BAN).await?;
+                tx.execute(&stmt, &[&conv.0, &user.0, &actor.0]).await?;
+                entries.push(entry(SystemAction::Banned, vec![user]));
+            }
+            GroupChange::Unban(user) => {
+                if !actor_role.manages() {
+                    return Ok(Err(GroupRefusal::Forbidden(
+                        "only admins and the owner lift bans",
+                    )));
+                }
+                let stmt = tx.prepare_cached(DELETE_BAN).await?;
+                if tx.execute(&stmt, &[&conv.0, &user.0]).await? == 0 {
+                    return Ok(Err(GroupRefusal::NotBanned(user)));
+                }
+                entries.push(entry(SystemAction::Unbanned, vec![user]));
+            }
+            GroupChange::SetMembers(users) => {
+                if !system {
+                    return Ok(Err(GroupRefusal::Forbidden(
+                        "only the company's backend sets a group's members",
+                    )));
+                }
+                let mut wanted = users;
+                wanted.sort_unstable();
+                wanted.dedup();
+                if wanted.is_empty() {
+                    return Ok(Err(GroupRefusal::Invalid(
+                        "a group keeps at least one member",
+                    )));
+                }
+                if wanted.len() > max_members {
+                    return Ok(Err(GroupRefusal::TooMany(max_members)));
+                }
+                let new: Vec<UserId> = wanted
+                    .iter()
+                    .copied()
+                    .filter(|u| role_of(*u).is_none())
+                    .collect();
+                let gone: Vec<(UserId, Role)> = members
+                    .iter()
+                    .copied()
+                    .filter(|(u, _)| !wanted.contains(u))
+                    .collect();
+                if !new.is_empty() {
+                    let ids: Vec<i64> = new.iter().map(|u| u.0).collect();
+                    let stmt = tx.prepare_cached(EXISTING_USERS).await?;
+                    let found: Vec<i64> = tx
+                        .query(&stmt, &[&ids])
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get("id"))
+                        .collect::<Result<_, _>>()?;
+                    if let Some(missing) = new.iter().find(|u| !found.contains(&u.0) || u.0 <= 0) {
+                        return Ok(Err(GroupRefusal::UnknownUser(*missing)));
+                    }
+                    if let Some(banned) = banned_among(&tx, conv, &ids).await?.first() {
+                        return Ok(Err(GroupRefusal::Banned(*banned)));
+                    }
+                    let stmt = tx.prepare_cached(ADD_MEMBERS).await?;
+                    tx.execute(&stmt, &[&conv.0, &ids, &(last_seq + 1)]).await?;
+                    out.added.clone_from(&new);
+                    entries.push(entry(SystemAction::Added, new.clone()));
+                }
+                if !gone.is_empty() {
+                    let stmt = tx.prepare_cached(REMOVE_MEMBER).await?;
+                    for (u, _) in &gone {
+                        tx.execute(&stmt, &[&conv.0, &u.0]).await?;
+                        out.removed.push(*u);
+                    }
+                    entries.push(entry(
+                        SystemAction::Removed,
+                        gone.iter().map(|(u, _)| *u).collect(),
+                    ));
+                    // A group without its owner is handed to the longest-standing admin
+                    // who stays, else the longest-standing member, else a new one.
+                    if gone.iter().any(|(_, r)| *r == Role::Owner) {
+                        let stay = members.iter().filter(|(u, _)| wanted.contains(u));
+                        let heir = stay
+                            .clone()
+                            .find(|(_, r)| *r == Role::Admin)
+                            .or_else(|| stay.clone().next())
+                            .map(|(u, _)| *u)
+                            .or_else(|| new.first().copied());
+                        if let Some(heir) = heir {
+                            let stmt = tx.prepare_cached(SET_ROLE).await?;
+                            tx.execute(&stmt, &[&conv.0, &heir.0, &Role::Owner.as_str()])
+                                .await?;
+                            entries.push(SystemEntry {
+                                role: Some(Role::Owner),
+                                ..entry(SystemAction::RoleChanged, vec![heir])
+                            });
+                        }
+                    }
+                }
+                if entries.is_empty() {
+                    tx.commit().await?;
+                    return Ok(Ok(out));
+                }
+            }
         }
         // The members who came and went learn it in their own streams too, so a client
         // that was away finds it in sync.
@@ -296,5 +513,65 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(Ok(out))
+    }
+}
+
+/// Which of `users` are banned from `conv`, in the caller's transaction.
+async fn banned_among(
+    tx: &deadpool_postgres::Transaction<'_>,
+    conv: ConvId,
+    users: &[i64],
+) -> Result<Vec<UserId>, StoreError> {
+    let stmt = tx.prepare_cached(BANNED_AMONG).await?;
+    let ids = users.to_vec();
+    tx.query(&stmt, &[&conv.0, &ids])
+        .await?
+        .iter()
+        .map(|r| Ok(UserId(r.try_get("user_id")?)))
+        .collect()
+}
+
+impl Store {
+    /// The bans of group `conv`, for its admins and owner.
+    pub async fn bans(
+        &self,
+        conv: ConvId,
+        viewer: UserId,
+    ) -> Result<Result<Vec<Ban>, GroupRefusal>, StoreError> {
+        let client = self.pool().get().await?;
+        let stmt = client.prepare_cached(VIEWER).await?;
+        let Some(row) = client.query_opt(&stmt, &[&conv.0, &viewer.0]).await? else {
+            return Ok(Err(GroupRefusal::NoSuchConversation));
+        };
+        let kind: String = row.try_get("kind")?;
+        let role: Option<String> = row.try_get("role")?;
+        let kind = parse_kind(&kind)?;
+        let Some(role) = role.as_deref().map(parse_role).transpose()? else {
+            return Ok(Err(match kind {
+                ConversationKind::Group => GroupRefusal::NotMember,
+                _ => GroupRefusal::NotGroup,
+            }));
+        };
+        if kind != ConversationKind::Group {
+            return Ok(Err(GroupRefusal::NotGroup));
+        }
+        if !role.manages() {
+            return Ok(Err(GroupRefusal::Forbidden(
+                "only admins and the owner see the bans",
+            )));
+        }
+        let stmt = client.prepare_cached(BANS).await?;
+        client
+            .query(&stmt, &[&conv.0])
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Ok(Ban {
+                    user: UserId(r.try_get("user_id")?),
+                    by: UserId(r.try_get("banned_by")?),
+                    since: r.try_get("created_at")?,
+                }))
+            })
+            .collect::<Result<Result<Vec<Ban>, GroupRefusal>, StoreError>>()
     }
 }

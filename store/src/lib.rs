@@ -31,6 +31,7 @@
 mod contacts;
 mod conversations;
 mod cursors;
+mod deletion;
 mod error;
 mod events;
 mod fold;
@@ -50,6 +51,7 @@ mod users;
 pub use contacts::{Answer, Changed, ContactError, DirectRules, Sent};
 pub use conversations::{Held, ListCursor, Membership};
 pub use cursors::ReadOutcome;
+pub use deletion::{Deleted, DELETED_DISPLAY_NAME};
 pub use error::StoreError;
 pub use events::{record_user_event, Recorded};
 pub use groups::{GroupChange, GroupOutcome, GroupRefusal};

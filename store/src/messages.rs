@@ -38,9 +38,9 @@ const FIND_CIDS: &str = concat!(
 );
 
 /// Where each sender (`$1` convs, `$2` senders) stands with the conversation, read
-/// under the lock: member or not, role, from which seq they read, and whether the
-/// other member of a direct conversation blocked them.
-const SENDERS: &str = "SELECT k.conv, k.sender, m.role, m.joined_seq,
+/// under the lock: member or not, role, from which seq they read, until when they are
+/// muted, and whether the other member of a direct conversation blocked them.
+const SENDERS: &str = "SELECT k.conv, k.sender, m.role, m.joined_seq, m.silenced_until AS muted_until,
        EXISTS (SELECT 1 FROM conversations c JOIN blocks b
                    ON b.blocked = k.sender
                   AND b.blocker = CASE WHEN c.direct_a = k.sender THEN c.direct_b ELSE c.direct_a END
@@ -147,6 +147,9 @@ pub enum Refusal {
     Recalled,
     #[error("broadcast conversations are written by the system only")]
     SystemOnly,
+    /// A moderator muted the sender; sends, edits and reactions wait until then.
+    #[error("you are muted in this group until {}", .0.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))]
+    Muted(DateTime<Utc>),
 }
 
 /// The outcome of one send of a batch.
@@ -192,6 +195,8 @@ struct SenderState {
     role: Option<Role>,
     joined_seq: i64,
     blocked: bool,
+    /// Set by moderation: no writes before it has passed.
+    muted_until: Option<DateTime<Utc>>,
 }
 
 /// What the lock found of a target.
@@ -306,11 +311,21 @@ fn admit(
             return Err(Refusal::SystemOnly);
         }
         Role::Owner
+    } else if m.sender == UserId::SYSTEM {
+        // The company's backend writes as the system (`POST /service/messages`) into
+        // any conversation; no user's token ever names user 0.
+        Role::Owner
     } else {
         match sender {
             Some(s) if s.member => {
                 if s.blocked {
                     return Err(Refusal::Blocked);
+                }
+                // A muted member may still take back a message of theirs.
+                if let Some(until) = s.muted_until.filter(|u| *u > now) {
+                    if d.kind != MessageKind::Recall {
+                        return Err(Refusal::Muted(until));
+                    }
                 }
                 s.role.unwrap_or(Role::Member)
             }
@@ -452,6 +467,7 @@ impl Store {
                     role: role.as_deref().map(parse_role).transpose()?,
                     joined_seq: joined.unwrap_or(0),
                     blocked: r.try_get("blocked")?,
+                    muted_until: r.try_get("muted_until")?,
                 },
             );
         }

@@ -29,13 +29,15 @@ const SET_LAST_SEEN: &str = "
     UPDATE users u SET last_seen = GREATEST(u.last_seen, $2)
       FROM unnest($1::bigint[]) AS g(id) WHERE u.id = g.id";
 
-const LAST_SEEN: &str = "SELECT id, last_seen FROM users WHERE id = ANY($1) AND id <> 0";
+const LAST_SEEN: &str =
+    "SELECT id, last_seen FROM users WHERE id = ANY($1) AND id <> 0 AND deleted_at IS NULL";
 
 const REVOKE: &str = "
     UPDATE users SET tokens_not_before = GREATEST(tokens_not_before, now())
      WHERE id = $1 AND id <> 0 RETURNING tokens_not_before";
 
-const NOT_BEFORE: &str = "SELECT tokens_not_before FROM users WHERE id = $1 AND id <> 0";
+const NOT_BEFORE: &str =
+    "SELECT tokens_not_before FROM users WHERE id = $1 AND id <> 0 AND deleted_at IS NULL";
 
 const NOT_BEFORE_OF: &str = "
     SELECT id, tokens_not_before FROM users

@@ -17,11 +17,12 @@ const PROVISION_USER: &str =
 
 const USER_BY_EXTERNAL_ID: &str = "SELECT id FROM users WHERE external_id = $1";
 
-const USER_AUTH: &str = "SELECT id, password_hash FROM users WHERE username = $1 AND id <> 0";
+const USER_AUTH: &str = "SELECT id, password_hash FROM users
+     WHERE username = $1 AND id <> 0 AND deleted_at IS NULL";
 
 const USER_BY_ID: &str =
     "SELECT id, username, display_name, avatar_url, org, roles, jobs, attributes_version
-     FROM users WHERE id = $1 AND id <> 0";
+     FROM users WHERE id = $1 AND id <> 0 AND deleted_at IS NULL";
 
 /// `$2`: the new display name or NULL (kept); `$3`: whether to set the avatar to `$4`
 /// (NULL removes it).
@@ -32,7 +33,8 @@ const UPDATE_PROFILE: &str = "UPDATE users
   RETURNING id, username, display_name, avatar_url, org, roles, jobs, attributes_version";
 
 const SEARCH_USERS: &str = "SELECT id, username, display_name, avatar_url FROM users
-     WHERE username LIKE $1 ESCAPE '\\' AND id <> 0 ORDER BY username LIMIT $2";
+     WHERE username LIKE $1 ESCAPE '\\' AND id <> 0 AND deleted_at IS NULL
+     ORDER BY username LIMIT $2";
 
 /// The version is counted by a trigger (sql/V4) when the attributes change.
 const SET_ATTRIBUTES: &str = "UPDATE users SET org = $2, roles = $3, jobs = $4
@@ -41,8 +43,12 @@ const SET_ATTRIBUTES: &str = "UPDATE users SET org = $2, roles = $3, jobs = $4
 const ATTRIBUTES_OF: &str =
     "SELECT id, org, roles, jobs, attributes_version FROM users WHERE id = ANY($1::bigint[]) AND id <> 0";
 
+/// Any user, deleted or not (the system user 0 too: the sender of system entries).
+const USER_SUMMARY: &str = "SELECT id, username, display_name, avatar_url,
+       deleted_at IS NOT NULL AS deleted FROM users WHERE id = $1";
+
 const COUNT_USERS: &str =
-    "SELECT count(*) AS n FROM users WHERE id = ANY($1::bigint[]) AND id <> 0";
+    "SELECT count(*) AS n FROM users WHERE id = ANY($1::bigint[]) AND id <> 0 AND deleted_at IS NULL";
 
 /// A user to create with a password (register) or without (provisioned).
 #[derive(Debug, Clone)]
@@ -233,6 +239,7 @@ impl Store {
                     username: r.try_get("username")?,
                     display_name: r.try_get("display_name")?,
                     avatar_url: r.try_get("avatar_url")?,
+                    deleted: false,
                 })
             })
             .collect()
@@ -249,6 +256,21 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound("user"))?;
         Ok(row.try_get("attributes_version")?)
+    }
+
+    /// The profile of any user, a deleted one or the system (user 0) too: what a
+    /// client shows as the sender of a message.
+    pub async fn user_summary(&self, id: UserId) -> Result<Option<UserSummary>, StoreError> {
+        let Some(r) = self.query_opt(USER_SUMMARY, &[&id.0]).await? else {
+            return Ok(None);
+        };
+        Ok(Some(UserSummary {
+            id: UserId(r.try_get("id")?),
+            username: r.try_get("username")?,
+            display_name: r.try_get("display_name")?,
+            avatar_url: r.try_get("avatar_url")?,
+            deleted: r.try_get("deleted")?,
+        }))
     }
 
     /// How many of `users` exist (the system user does not count).

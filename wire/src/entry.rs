@@ -300,6 +300,14 @@ pub enum SystemAction {
     Left,
     Renamed,
     RoleChanged,
+    /// A member may not write until `until` (moderation).
+    Muted,
+    /// A member's mute was lifted.
+    Unmuted,
+    /// A user was banned: removed if a member, and not to be added again.
+    Banned,
+    /// A ban was lifted.
+    Unbanned,
 }
 
 /// A member's role in a group. Direct conversations have members only.
@@ -355,6 +363,9 @@ pub struct SystemEntry {
     /// The new title (`renamed`, `created`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// Until when the member is muted (`muted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a `reaction` entry set: `emoji` on or off for its sender.

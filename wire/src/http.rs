@@ -56,6 +56,10 @@ pub struct UserSummary {
     pub username: String,
     pub display_name: String,
     pub avatar_url: Option<String>,
+    /// The user was deleted (`DELETE /service/users/{id}`): their messages stay, shown
+    /// as from "Deleted user".
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod http;
 pub mod ids;
 pub mod message;
+pub mod moderation;
 pub mod presence;
 
 pub use attributes::{Attributes, Audience, AudienceError, AudienceKey};
@@ -26,7 +27,9 @@ pub use entry::{
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frames::{ClientFrame, CloseCode, FrameError, ServerFrame};
 pub use ids::{ConvId, RequestId, Seq, UserId};
-pub use message::{Conversation, ConversationKind, Draft, DraftError, DraftLimits, Message, Tier};
+pub use message::{
+    Conversation, ConversationKind, Draft, DraftError, DraftLimits, Message, MutedMember, Tier,
+};
 pub use presence::{PresenceAnswer, PresenceQuery, PresenceState, MAX_PRESENCE_QUERY};
 
 /// Longest accepted client id (`cid`).

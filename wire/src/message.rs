@@ -413,6 +413,16 @@ pub struct Conversation {
     /// A short text of the last message (see `Message::preview`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<String>,
+    /// The members muted by moderation, with until when; omitted when none is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub muted: Vec<MutedMember>,
+}
+
+/// A member muted by moderation: they read the group but write nothing until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MutedMember {
+    pub user: UserId,
+    pub until: DateTime<Utc>,
 }
 
 #[cfg(test)]

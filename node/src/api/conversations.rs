@@ -17,7 +17,11 @@ use chat_wire::{storable_text, ConvId, Conversation, Draft, ErrorBody, Seq, User
 /// Longest group title, in characters.
 const MAX_TITLE: usize = 200;
 
-async fn view(state: &AppState, caller: &Caller, conv: ConvId) -> Result<Conversation, ApiError> {
+pub(crate) async fn view(
+    state: &AppState,
+    caller: &Caller,
+    conv: ConvId,
+) -> Result<Conversation, ApiError> {
     state
         .store()
         .list_conversations(caller.user.id, &caller.audiences, 1, None, Some(conv))
@@ -141,7 +145,7 @@ pub async fn list(
 }
 
 /// A title as stored: trimmed, 1..200 characters.
-fn checked_title(title: &str) -> Result<String, ApiError> {
+pub(crate) fn checked_title(title: &str) -> Result<String, ApiError> {
     let title = title.trim().to_string();
     if title.is_empty() || title.chars().count() > MAX_TITLE || !storable_text(&title) {
         return Err(ApiError::bad_request("title must be 1..200 characters"));
@@ -328,7 +332,7 @@ pub async fn unreact(
 }
 
 /// Makes one change to a group and answers with the group as the caller sees it.
-async fn change(
+pub(crate) async fn change(
     state: &AppState,
     user: UserId,
     conv: ConvId,

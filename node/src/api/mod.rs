@@ -4,7 +4,9 @@ pub mod auth;
 pub mod broadcasts;
 pub mod contacts;
 pub mod conversations;
+pub mod moderation;
 pub mod presence;
+pub mod service;
 pub mod users;
 
 use crate::error::{extract, ApiError};
@@ -111,6 +113,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/service/users/{id}/sessions").route(web::get().to(presence::sessions)),
             )
-            .service(resource("/service/online").route(web::get().to(presence::online))),
+            .service(resource("/service/online").route(web::get().to(presence::online)))
+            .service(
+                resource("/conversations/{id}/members/{user}/mute")
+                    .route(web::post().to(moderation::mute)),
+            )
+            .service(resource("/conversations/{id}/bans").route(web::get().to(moderation::bans)))
+            .service(
+                resource("/conversations/{id}/bans/{user}")
+                    .route(web::put().to(moderation::ban))
+                    .route(web::delete().to(moderation::unban)),
+            )
+            .service(resource("/users/{id}").route(web::get().to(users::profile)))
+            .service(resource("/service/messages").route(web::post().to(service::send)))
+            .service(
+                resource("/service/conversations")
+                    .route(web::post().to(service::create_conversation)),
+            )
+            .service(
+                resource("/service/conversations/{id}/members")
+                    .route(web::put().to(service::set_members)),
+            )
+            .service(
+                resource("/service/conversations/{id}/members/{user}/mute")
+                    .route(web::post().to(service::mute)),
+            )
+            .service(resource("/service/users/{id}").route(web::delete().to(service::delete_user))),
     );
 }

@@ -8,7 +8,7 @@ use actix_web::{web, HttpResponse};
 use chat_actors::messages::AudiencesChanged;
 use chat_bus::{Channel, Event};
 use chat_store::NewUser;
-use chat_wire::http::{ProvisionResponse, ProvisionUser, UserList, UserSearchQuery};
+use chat_wire::http::{ProvisionResponse, ProvisionUser, UserList, UserSearchQuery, UserSummary};
 use chat_wire::{valid_username, Attributes, ErrorBody, UserId};
 
 /// Most users one search returns.
@@ -109,4 +109,26 @@ pub async fn set_attributes(
         .bus
         .publish(&Channel::User(user), &Event::AttributesChanged { user });
     Ok(HttpResponse::Ok().json(attrs))
+}
+
+/// One user's profile, a deleted user's (`deleted: true`, "Deleted user") or the
+/// system's (id 0, the sender of system messages) too: how a client names the sender
+/// of a message.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, body = UserSummary), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn profile(
+    state: web::Data<AppState>,
+    _user: AuthUser,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let user = state
+        .store()
+        .user_summary(UserId(path.into_inner()))
+        .await?
+        .ok_or_else(|| ApiError::not_found("user not found"))?;
+    Ok(HttpResponse::Ok().json(user))
 }

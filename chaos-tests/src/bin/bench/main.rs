@@ -17,6 +17,7 @@ mod idle;
 mod legacy;
 mod load;
 mod partitions;
+mod presence;
 mod targets;
 
 use clap::{Parser, ValueEnum};
@@ -51,6 +52,9 @@ enum Scenario {
     /// Append, history paging and sync with the node's own partitions and with 400
     /// per tier.
     Partitions,
+    /// Presence traffic per connect and disconnect with 10,000 users online on two
+    /// nodes, 50 contacts each, and a reconnect storm of 5,000 sockets.
+    Presence,
     /// fanout, durable, idle, partitions.
     AllNew,
     /// Every scenario.
@@ -209,6 +213,7 @@ async fn run(args: Args) -> chat_testkit::Result<bool> {
                 correct &= idle::run(&opts, &opts.targets_or(&[Kind::Ceiling, Kind::Node1])).await?
             }
             Scenario::Partitions => correct &= partitions::run(&opts).await?,
+            Scenario::Presence => correct &= presence::run(&opts).await?,
             Scenario::All | Scenario::AllNew => {}
         }
         eprintln!("  ({s:?} took {:.1} s)", t.elapsed().as_secs_f64());
