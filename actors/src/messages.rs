@@ -68,6 +68,13 @@ pub struct Detach {
     pub user: UserId,
 }
 
+/// Which of `users` have a session open on this node.
+#[derive(Message)]
+#[rtype(result = "std::collections::HashSet<UserId>")]
+pub struct OnlineOf {
+    pub users: Vec<UserId>,
+}
+
 /// Finds or starts the Conversation actor of `conv`.
 #[derive(Message)]
 #[rtype(result = "Addr<Conversation>")]

@@ -783,6 +783,19 @@ impl Handler<OpenSessions> for Registry {
     }
 }
 
+impl Handler<OnlineOf> for Registry {
+    type Result = MessageResult<OnlineOf>;
+
+    fn handle(&mut self, msg: OnlineOf, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            msg.users
+                .into_iter()
+                .filter(|u| self.users.get(u).is_some_and(|o| !o.sessions.is_empty()))
+                .collect(),
+        )
+    }
+}
+
 impl Handler<FromBus> for Registry {
     type Result = ();
 

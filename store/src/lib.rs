@@ -17,6 +17,10 @@
 //! - `events.rs`: each user's own event stream ([`Recorded`], [`record_user_event`]).
 //! - `contacts.rs`: friend requests, contacts and blocks ([`ContactError`], [`Changed`],
 //!   [`Sent`], [`Answer`]); [`DirectRules`] of direct conversations.
+//! - `settings.rs`: a member's own settings of a conversation (muted, pinned,
+//!   archived), each change an event of their stream.
+//! - `notify.rs`: the queue and outbox of offline notifications ([`Expanded`],
+//!   [`Claimed`], [`QueueDepth`]).
 //! - `sync.rs`: sync of every conversation past the client's cursors.
 //! - [`partitions`]: the time-range partitions of `messages` and their expiry.
 //! - `upkeep.rs`: [`UpkeepLease`], the advisory lock that elects the upkeep leader.
@@ -35,9 +39,11 @@ mod fold;
 mod groups;
 mod messages;
 mod migrate;
+mod notify;
 pub mod partitions;
 mod retention;
 mod rows;
+mod settings;
 mod sql;
 mod store;
 mod sync;
@@ -51,6 +57,7 @@ pub use error::StoreError;
 pub use events::{record_user_event, Recorded};
 pub use groups::{GroupChange, GroupOutcome, GroupRefusal};
 pub use messages::{Appended, Batch, BatchOutcome, EntryWindows, NewMessage, Refusal};
+pub use notify::{Claimed, Expanded, QueueDepth};
 pub use retention::Retention;
 pub use store::{Store, StoreConfig};
 pub use upkeep::{UpkeepLease, UPKEEP_LOCK};

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod http;
 pub mod ids;
 pub mod message;
+pub mod settings;
 
 pub use attributes::{Attributes, Audience, AudienceError, AudienceKey};
 pub use contacts::{
@@ -26,6 +27,7 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use frames::{ClientFrame, CloseCode, FrameError, ServerFrame};
 pub use ids::{ConvId, RequestId, Seq, UserId};
 pub use message::{Conversation, ConversationKind, Draft, DraftError, DraftLimits, Message, Tier};
+pub use settings::{MemberSettings, Mute, Notification, NotificationBatch, SettingsRequest};
 
 /// Longest accepted client id (`cid`).
 pub const MAX_CID_LEN: usize = 64;

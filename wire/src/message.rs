@@ -413,6 +413,17 @@ pub struct Conversation {
     /// A short text of the last message (see `Message::preview`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<String>,
+    /// The caller's mute: until a time, `"forever"`, or null (not muted, or the time
+    /// passed).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub muted_until: Option<crate::settings::Mute>,
+    /// The caller pinned it.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The caller archived it.
+    #[serde(default)]
+    pub archived: bool,
 }
 
 #[cfg(test)]
