@@ -8,6 +8,7 @@
 //!   of which users (and audiences) are here, routes fan-out, and owns the bus
 //!   subscriptions.
 //! - [`maintenance`]: partition upkeep by whichever node holds the advisory lock.
+//! - [`online::OnlineUsers`]: who has a socket open (asked by offline notifications).
 //!
 //! The logic that decides (push order with held messages and gap reads, group-commit
 //! batching, the rate limit's token bucket, the socket writer's close paths) lives in
@@ -24,6 +25,7 @@ pub mod error;
 pub mod maintenance;
 pub mod messages;
 pub mod metrics;
+pub mod online;
 pub mod ordering;
 pub mod presence;
 pub mod registry;

@@ -4,7 +4,9 @@
 use crate::contacts::{are_contacts_in, blocked_between_in, DirectRules};
 use crate::error::StoreError;
 use crate::rows::{message_prefixed, parse_kind, parse_role, parse_tier};
-use crate::sql::{audience_keys, ids, message_columns, retained, since, unread, visible};
+use crate::sql::{
+    audience_keys, ids, message_columns, retained, settings_columns, since, unread, visible,
+};
 use crate::store::Store;
 use chat_wire::{
     AudienceKey, ConvId, Conversation, ConversationKind, MutedMember, Role, Seq, Tier, UserId,
@@ -80,7 +82,9 @@ const LIST_CONVERSATIONS: &str = concat!(
     unread!(),
     " AS unread, ",
     unread!(mentions),
-    " AS mentions_unread, v.role,
+    " AS mentions_unread, v.role, ",
+    settings_columns!(),
+    ",
        CASE WHEN v.kind = 'broadcast' THEN NULL
             ELSE (SELECT array_agg(user_id ORDER BY user_id) FROM members WHERE conv = v.id) END
          AS members,
@@ -427,6 +431,9 @@ impl Store {
                     last_message: message_prefixed(r, LAST_MESSAGE)?,
                     preview: None,
                     muted,
+                    muted_until: crate::rows::mute(r)?,
+                    pinned: r.try_get("pinned")?,
+                    archived: r.try_get("archived")?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

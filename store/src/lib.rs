@@ -17,6 +17,10 @@
 //! - `events.rs`: each user's own event stream ([`Recorded`], [`record_user_event`]).
 //! - `contacts.rs`: friend requests, contacts and blocks ([`ContactError`], [`Changed`],
 //!   [`Sent`], [`Answer`]); [`DirectRules`] of direct conversations.
+//! - `settings.rs`: a member's own settings of a conversation (muted, pinned,
+//!   archived), each change an event of their stream.
+//! - `notify.rs`: the queue and outbox of offline notifications ([`Expanded`],
+//!   [`Claimed`], [`QueueDepth`]).
 //! - `sync.rs`: sync of every conversation past the client's cursors.
 //! - `presence.rs`: who may see whose presence, last seen, token floors
 //!   ([`TokenFloor`]).
@@ -38,10 +42,12 @@ mod fold;
 mod groups;
 mod messages;
 mod migrate;
+mod notify;
 pub mod partitions;
 mod presence;
 mod retention;
 mod rows;
+mod settings;
 mod sql;
 mod store;
 mod sync;
@@ -56,6 +62,7 @@ pub use error::StoreError;
 pub use events::{record_user_event, Recorded};
 pub use groups::{GroupChange, GroupOutcome, GroupRefusal};
 pub use messages::{Appended, Batch, BatchOutcome, EntryWindows, NewMessage, Refusal};
+pub use notify::{Claimed, Expanded, QueueDepth};
 pub use presence::TokenFloor;
 pub use retention::Retention;
 pub use store::{Store, StoreConfig};

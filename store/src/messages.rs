@@ -519,6 +519,9 @@ impl Store {
         let windows = self.entry_windows();
         let mut cols = Columns::default();
         let mut senders: HashMap<(i64, i64), i64> = HashMap::new();
+        // Messages people write, outside broadcasts, for offline notifications.
+        let queue = self.notify_wake().is_some();
+        let (mut q_conv, mut q_seq) = (Vec::new(), Vec::new());
         let mut outcomes = Vec::with_capacity(batches.len());
         for b in batches {
             let conv = b.conv.0;
@@ -588,6 +591,10 @@ impl Store {
                 if d.kind.is_content() {
                     num.active = true;
                     senders.insert((conv, m.sender.0), num.last_seq);
+                    if queue && num.kind != ConversationKind::Broadcast {
+                        q_conv.push(conv);
+                        q_seq.push(num.last_seq);
+                    }
                 }
                 known.insert((conv, m.sender.0, d.cid.as_str()), stored.clone());
                 out.push(Appended::Stored(stored));
@@ -628,12 +635,19 @@ impl Store {
                 s_uid.push(uid);
                 s_seq.push(seq);
             }
-            // Four independent writes, pipelined in one round trip.
+            // Independent writes, pipelined in one round trip.
             let insert = tx.prepare_cached(INSERT_MESSAGES).await?;
             let advance = tx.prepare_cached(ADVANCE_CONVERSATIONS).await?;
             let cursors = tx.prepare_cached(ADVANCE_SENDERS).await?;
             let days = tx.prepare_cached(RECORD_DAYS).await?;
-            futures_util::future::try_join4(
+            let queued = async {
+                if q_conv.is_empty() {
+                    return Ok(0);
+                }
+                let stmt = tx.prepare_cached(crate::notify::QUEUE_MESSAGES).await?;
+                tx.execute(&stmt, &[&q_conv, &q_seq, &ts]).await
+            };
+            futures_util::future::try_join5(
                 tx.execute(
                     &insert,
                     &[
@@ -655,10 +669,16 @@ impl Store {
                 tx.execute(&advance, &[&a_conv, &a_seq, &ts, &a_active]),
                 tx.execute(&cursors, &[&s_conv, &s_uid, &s_seq]),
                 tx.execute(&days, &[&d_conv, &d_day, &d_seq]),
+                queued,
             )
             .await?;
         }
         tx.commit().await?;
+        if !q_conv.is_empty() {
+            if let Some(wake) = self.notify_wake() {
+                wake.notify_one();
+            }
+        }
         Ok(outcomes)
     }
 

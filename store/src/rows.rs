@@ -28,6 +28,16 @@ pub(crate) const MESSAGE_COLUMNS: [&str; 13] = [
     "meta",
 ];
 
+/// The caller's mute of a row with `muted_until` (finite, still holding, or NULL) and
+/// `muted_forever` (see `settings_columns!`).
+pub(crate) fn mute(row: &Row) -> Result<Option<chat_wire::Mute>, StoreError> {
+    if row.try_get::<_, bool>("muted_forever")? {
+        return Ok(Some(chat_wire::Mute::Forever));
+    }
+    let until: Option<chrono::DateTime<chrono::Utc>> = row.try_get("muted_until")?;
+    Ok(until.map(chat_wire::Mute::Until))
+}
+
 pub(crate) fn parse_kind(s: &str) -> Result<ConversationKind, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Unavailable(format!("unexpected conversation kind {s}")))

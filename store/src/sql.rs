@@ -35,12 +35,14 @@ macro_rules! visible {
     () => {
         "WITH vis AS (
             SELECT c.id, c.kind, c.title, c.audience, c.default_tier, c.last_seq,
-                   c.last_activity, m.read_seq, m.joined_seq, m.role
+                   c.last_activity, m.read_seq, m.joined_seq, m.role,
+                   m.muted_until, m.pinned, m.archived
               FROM members m JOIN conversations c ON c.id = m.conv
              WHERE m.user_id = $1 AND c.kind <> 'broadcast'
             UNION ALL
             SELECT c.id, c.kind, c.title, c.audience, c.default_tier, c.last_seq,
-                   c.last_activity, COALESCE(m.read_seq, 0), 0::bigint, NULL::text
+                   c.last_activity, COALESCE(m.read_seq, 0), 0::bigint, NULL::text,
+                   m.muted_until, COALESCE(m.pinned, false), COALESCE(m.archived, false)
               FROM conversations c
               LEFT JOIN members m ON m.conv = c.id AND m.user_id = $1
              WHERE c.kind = 'broadcast' AND c.audience = ANY($2::text[])
@@ -48,6 +50,17 @@ macro_rules! visible {
                -- whose send failed leaves it empty).
                AND c.last_seq > 0
         ) "
+    };
+}
+
+/// The caller's settings of the `vis` row `v`, as [`crate::rows::mute`] reads them:
+/// `muted_until` only while it holds and is finite, `muted_forever` for `'infinity'`.
+macro_rules! settings_columns {
+    () => {
+        "CASE WHEN v.muted_until = 'infinity' THEN NULL
+              WHEN v.muted_until > now() THEN v.muted_until END AS muted_until,
+         COALESCE(v.muted_until = 'infinity', false) AS muted_forever,
+         v.pinned, v.archived"
     };
 }
 
@@ -164,7 +177,8 @@ macro_rules! message_columns {
 }
 
 pub(crate) use {
-    countable, day_of_seq, mentions, message_columns, retained, since, unread, visible,
+    countable, day_of_seq, mentions, message_columns, retained, settings_columns, since, unread,
+    visible,
 };
 
 /// User ids as a `bigint[]` parameter.

@@ -46,6 +46,9 @@ pub struct Store {
     retention: Retention,
     dedupe_window: Duration,
     entry_windows: crate::messages::EntryWindows,
+    /// Set while messages are queued for offline notifications: woken after each
+    /// group commit that queued some.
+    notify: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// Builds one pool of `size` connections with the server settings `options`.
@@ -101,9 +104,25 @@ impl Store {
             retention: config.retention,
             dedupe_window: config.dedupe_window,
             entry_windows: config.entry_windows,
+            notify: None,
         };
         store.ping().await?;
         Ok(store)
+    }
+
+    /// From now on, group commits queue the messages people write for offline
+    /// notifications (`notify_queue`), in their own transaction; the returned handle
+    /// is woken after each commit that queued some. Call before the store is cloned
+    /// into the writer.
+    pub fn queue_notifications(&mut self) -> std::sync::Arc<tokio::sync::Notify> {
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        self.notify = Some(wake.clone());
+        wake
+    }
+
+    /// The wake-up of the notification worker, while messages are queued.
+    pub(crate) fn notify_wake(&self) -> Option<&std::sync::Arc<tokio::sync::Notify>> {
+        self.notify.as_ref()
     }
 
     /// The connections group commits run on.

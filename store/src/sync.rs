@@ -4,7 +4,9 @@ use crate::error::StoreError;
 use crate::fold::fold;
 use crate::messages::lower_bound;
 use crate::rows::message;
-use crate::sql::{audience_keys, day_of_seq, message_columns, retained, unread, visible};
+use crate::sql::{
+    audience_keys, day_of_seq, message_columns, retained, settings_columns, unread, visible,
+};
 use crate::store::Store;
 use chat_wire::http::{SyncConversation, SyncResponse};
 use chat_wire::{AudienceKey, ConvId, Message, Seq, UserId};
@@ -24,7 +26,9 @@ SELECT v.id, v.last_seq, v.read_seq, ",
     unread!(),
     " AS unread, ",
     unread!(mentions),
-    " AS mentions_unread,
+    " AS mentions_unread, ",
+    settings_columns!(),
+    ",
        GREATEST(COALESCE(cur.after, 0), v.joined_seq - 1) AS after,
        ",
     day_of_seq!(
@@ -118,6 +122,9 @@ impl Store {
                 read_seq: Seq(r.try_get("read_seq")?),
                 unread: r.try_get("unread")?,
                 mentions_unread: r.try_get("mentions_unread")?,
+                muted_until: crate::rows::mute(r)?,
+                pinned: r.try_get("pinned")?,
+                archived: r.try_get("archived")?,
                 messages: Vec::new(),
             });
         }

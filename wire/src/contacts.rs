@@ -157,6 +157,15 @@ pub enum UserEvent {
     /// The user was removed from group `conv`, or left it (live: the `left` frame). A
     /// client that was away learns here to stop showing it as theirs.
     Left { conv: crate::ids::ConvId },
+    /// The user changed their own settings of `conv` (from this device or another):
+    /// the settings as they now are.
+    Settings {
+        conv: crate::ids::ConvId,
+        #[schema(value_type = Option<String>)]
+        muted_until: Option<crate::settings::Mute>,
+        pinned: bool,
+        archived: bool,
+    },
     /// An event of a kind this node does not know (a newer node wrote it).
     #[serde(other)]
     Unknown,

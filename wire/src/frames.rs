@@ -281,7 +281,8 @@ impl ServerFrame {
             | UserEvent::RequestAnswered { .. }
             | UserEvent::Unfriended { .. }
             | UserEvent::Blocked { .. }
-            | UserEvent::Unblocked { .. } => Some(ServerFrame::Contact {
+            | UserEvent::Unblocked { .. }
+            | UserEvent::Settings { .. } => Some(ServerFrame::Contact {
                 event: entry.clone(),
             }),
             // Pushed live as `joined` and `left` by the conversation's own path.

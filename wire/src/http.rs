@@ -194,6 +194,14 @@ pub struct SyncConversation {
     pub unread: i64,
     #[serde(default)]
     pub mentions_unread: i64,
+    /// The caller's own settings (as in the conversation object).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub muted_until: Option<crate::settings::Mute>,
+    #[serde(default)]
+    pub pinned: bool,
+    #[serde(default)]
+    pub archived: bool,
     /// Retained entries after the cursor, ascending, with edits, recalls and
     /// reactions folded into the messages they act on (the entries come as well).
     pub messages: Vec<Message>,

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod message;
 pub mod moderation;
 pub mod presence;
+pub mod settings;
 
 pub use attributes::{Attributes, Audience, AudienceError, AudienceKey};
 pub use contacts::{
@@ -31,6 +32,7 @@ pub use message::{
     Conversation, ConversationKind, Draft, DraftError, DraftLimits, Message, MutedMember, Tier,
 };
 pub use presence::{PresenceAnswer, PresenceQuery, PresenceState, MAX_PRESENCE_QUERY};
+pub use settings::{MemberSettings, Mute, Notification, NotificationBatch, SettingsRequest};
 
 /// Longest accepted client id (`cid`).
 pub const MAX_CID_LEN: usize = 64;

@@ -416,6 +416,17 @@ pub struct Conversation {
     /// The members muted by moderation, with until when; omitted when none is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub muted: Vec<MutedMember>,
+    /// The caller's mute: until a time, `"forever"`, or null (not muted, or the time
+    /// passed).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub muted_until: Option<crate::settings::Mute>,
+    /// The caller pinned it.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The caller archived it.
+    #[serde(default)]
+    pub archived: bool,
 }
 
 /// A member muted by moderation: they read the group but write nothing until `until`.
