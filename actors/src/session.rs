@@ -631,6 +631,28 @@ impl Handler<Live> for Session {
         if std::mem::take(&mut self.synced_early) {
             self.frame(&ServerFrame::Resync, ctx);
         }
+        // A revocation made between the handshake's read and the bus listening to
+        // this user's channel reached no socket here: read the floor once more.
+        let store = self.chat.store.clone();
+        let user = self.user;
+        ctx.spawn(
+            async move { store.token_floor(user).await }
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    if let Ok(floor) = res {
+                        let revoked = match floor {
+                            chat_store::TokenFloor::Unknown => true,
+                            chat_store::TokenFloor::Since(f) => {
+                                act.token_floor = f.max(act.token_floor);
+                                act.revoked()
+                            }
+                        };
+                        if revoked {
+                            act.close(CloseCode::Policy, "token revoked", ctx);
+                        }
+                    }
+                }),
+        );
     }
 }
 

@@ -348,7 +348,7 @@ impl Book {
             Some("msg") => self.on_push(user, text),
             Some("ack") => self.on_ack(text),
             Some("resync") => self.counts.resyncs += 1,
-            Some("pong") | Some("read") | Some("unread") | Some("typing") => {}
+            Some("pong") | Some("read") | Some("unread") | Some("typing") | Some("presence") => {}
             _ => self.on_error(text),
         }
     }

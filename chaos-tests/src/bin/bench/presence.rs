@@ -178,10 +178,17 @@ pub async fn run(opts: &Opts) -> Result<bool> {
     let before = after;
     let storm = storm.min(open.len());
     let again: Vec<(u16, String)> = first[..storm].to_vec();
+    let started = std::time::Instant::now();
     open.drain(..storm);
     let mut back = connect_all(&again, PARALLEL).await?;
+    let took = started.elapsed().as_secs_f64();
     let after = settled(&target, Duration::from_secs(4)).await;
-    lines.push(report("reconnect storm", storm as f64, after.minus(before)));
+    say(&format!(
+        "  presence reconnect storm: {storm} sockets closed and open again in {took:.1} s (offline grace 2 s)"
+    ));
+    let mut storm_line = report("reconnect storm", storm as f64, after.minus(before));
+    storm_line["storm_seconds"] = json!(round(took, 2));
+    lines.push(storm_line);
     for l in &lines {
         emit(l);
     }
