@@ -206,7 +206,7 @@ async fn disconnect_and_revoke_close_the_sockets_of_every_node() {
     let (_db, _redis, nodes) = cluster(2).await;
     let (a, b) = (nodes[0].api(), nodes[1].api());
     let (alice, ta) = a.register("alice").await.unwrap();
-    let (_bob, tb) = a.register("bob").await.unwrap();
+    let (bob, tb) = a.register("bob").await.unwrap();
 
     // Refused with a user token, and for bad input.
     for (path, get) in [
@@ -304,7 +304,20 @@ async fn disconnect_and_revoke_close_the_sockets_of_every_node() {
     let (s, _) = b.get("/api/v1/me", Some(&fresh)).await.unwrap();
     assert_eq!(s, 200);
     let _w = ws(&nodes[1], &fresh).await;
-    // Bob was never touched.
+    // Bob was never touched, until he is deleted: his sockets on both nodes close with
+    // 1008 and his token is refused.
     let (s, _) = a.get("/api/v1/me", Some(&tb)).await.unwrap();
     assert_eq!(s, 200);
+    let mut b1 = ws(&nodes[0], &tb).await;
+    let mut b2 = ws(&nodes[1], &tb).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, body) = a
+        .delete(&format!("/api/v1/service/users/{bob}"), Some(SERVICE_KEY))
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(b1.until_close(T).await.unwrap(), Some(1008));
+    assert_eq!(b2.until_close(T).await.unwrap(), Some(1008));
+    let (s, _) = b.get("/api/v1/me", Some(&tb)).await.unwrap();
+    assert_eq!(s, 401);
 }
