@@ -589,61 +589,42 @@ impl RedisPresence {
             .arg("XX")
             .query_async(&mut self.conn())
             .await?;
-        let mut kept = renewed.is_some();
-        let inc = if kept {
-            inc
-        } else {
-            // Never taken (the first renewal), or expired: a fresh incarnation, so a
-            // sweep of the old one cannot remove what is registered from now on.
-            let first = !self.leased.load(std::sync::atomic::Ordering::Acquire);
-            let next = if first { inc } else { new_incarnation(node) };
-            let _: () = redis::pipe()
-                .cmd("SET")
-                .arg(lease_key(&next))
-                .arg(1)
-                .arg("PX")
-                .arg(ms)
-                .ignore()
-                .cmd("SADD")
-                .arg(INCARNATIONS)
-                .arg(&next)
-                .ignore()
-                .query_async(&mut self.conn())
-                .await?;
-            kept = first;
-            self.leased
-                .store(true, std::sync::atomic::Ordering::Release);
-            *self.incarnation.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
-            next
-        };
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(inc);
-        Ok(kept)
+        if renewed.is_some() {
+            return Ok(true);
+        }
+        // Never taken (the first renewal), or expired: a fresh incarnation, so a sweep
+        // of the old one cannot remove what is registered from now on.
+        let first = !self.leased.swap(true, std::sync::atomic::Ordering::AcqRel);
+        let next = if first { inc } else { new_incarnation(node) };
+        self.take_lease(&next, ms).await?;
+        Ok(first)
     }
 
     async fn reincarnate(&self, node: &str, lease: Duration) -> Result<(), PresenceError> {
         let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
-        let next = new_incarnation(node);
+        self.take_lease(&new_incarnation(node), ms).await
+    }
+
+    /// Takes a lease of `ms` for incarnation `next` and makes it this node's.
+    async fn take_lease(&self, next: &str, ms: u64) -> Result<(), PresenceError> {
         let _: () = redis::pipe()
             .cmd("SET")
-            .arg(lease_key(&next))
+            .arg(lease_key(next))
             .arg(1)
             .arg("PX")
             .arg(ms)
             .ignore()
             .cmd("SADD")
             .arg(INCARNATIONS)
-            .arg(&next)
+            .arg(next)
             .ignore()
             .query_async(&mut self.conn())
             .await?;
-        *self.incarnation.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        *self.incarnation.lock().unwrap_or_else(|e| e.into_inner()) = next.to_owned();
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(next);
+            .insert(next.to_owned());
         Ok(())
     }
 
