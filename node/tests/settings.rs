@@ -210,6 +210,14 @@ async fn settings_are_the_members_own_and_reach_their_other_devices() {
     assert_eq!(after["last_seq"], last_seq);
     assert_eq!(listed(&api, &bob, conv).await["last_seq"], last_seq);
     assert_eq!(db.stored(conv).await.unwrap().len(), stored);
+
+    // The OpenAPI document describes the call and its body.
+    let (s, doc) = api.get("/api/v1/openapi.json", None).await.unwrap();
+    assert_eq!(s, 200);
+    let op = &doc["paths"]["/api/v1/conversations/{id}/settings"]["put"];
+    assert_eq!(op["tags"], json!(["conversations"]), "{op}");
+    assert!(op["responses"]["200"].is_object() && op["responses"]["403"].is_object());
+    assert!(doc["components"]["schemas"]["SettingsRequest"].is_object());
     other.close().await;
     drop(node);
     db.drop_now().await.unwrap();
