@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         crate::api::conversations::leave,
         crate::api::conversations::patch,
         crate::api::conversations::set_role,
+        crate::api::conversations::settings,
         crate::api::broadcasts::broadcast,
         crate::api::contacts::list,
         crate::api::contacts::send,

@@ -12,7 +12,10 @@ use chat_wire::http::{
     History, HistoryQuery, ListQuery, PatchConversation, ReadRequest, ReadResponse, SendRequest,
     SendResponse, SetRole, SyncRequest, SyncResponse, UnreadResponse,
 };
-use chat_wire::{storable_text, ConvId, Conversation, Draft, ErrorBody, Seq, UserId};
+use chat_wire::ConversationKind;
+use chat_wire::{
+    storable_text, ConvId, Conversation, Draft, ErrorBody, Seq, SettingsRequest, UserId,
+};
 
 /// Longest group title, in characters.
 const MAX_TITLE: usize = 200;
@@ -464,6 +467,50 @@ pub async fn set_role(
         GroupChange::SetRole(UserId(member), role),
     )
     .await
+}
+
+/// Changes the caller's own settings of a conversation (muted, pinned, archived):
+/// the fields given change, the others stay. No entry of the conversation's stream:
+/// a `settings` event of the caller's own stream, pushed to their other devices.
+#[utoipa::path(put, path = "/api/v1/conversations/{id}/settings", tag = "conversations",
+    security(("bearer" = [])), request_body = SettingsRequest,
+    params(("id" = i64, Path, description = "Conversation id")),
+    responses((status = 200, description = "The conversation as the caller now sees it", body = ConversationEnvelope),
+        (status = 400, description = "A bad value, an unknown field, or nothing to change", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn settings(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<i64>,
+    body: web::Json<SettingsRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let change = body.into_inner();
+    if change.is_empty() {
+        return Err(ApiError::bad_request(
+            "give at least one of muted_until, pinned, archived",
+        ));
+    }
+    state.writes.check(user.0)?;
+    let conv = ConvId(path.into_inner());
+    let caller = state.caller(user.0).await?;
+    let broadcast = match state
+        .store()
+        .membership(caller.user.id, &caller.audiences, conv)
+        .await?
+    {
+        Membership::NoSuchConversation => return Err(ApiError::conversation_not_found()),
+        Membership::NotMember => return Err(ApiError::not_member()),
+        Membership::Member { kind, .. } => kind == ConversationKind::Broadcast,
+    };
+    let changed = state
+        .store()
+        .set_settings(caller.user.id, conv, broadcast, &change)
+        .await?
+        .ok_or_else(ApiError::not_member)?;
+    state.chat.push_user_events(changed.events);
+    let conversation = view(&state, &caller, conv).await?;
+    Ok(HttpResponse::Ok().json(ConversationEnvelope { conversation }))
 }
 
 /// Moves the caller's read cursor forward (never back).

@@ -83,6 +83,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/conversations/{id}/read").route(web::post().to(conversations::read)),
             )
+            .service(
+                resource("/conversations/{id}/settings")
+                    .route(web::put().to(conversations::settings)),
+            )
             .service(resource("/unread").route(web::get().to(conversations::unread)))
             .service(resource("/sync").route(web::post().to(conversations::sync)))
             .service(resource("/broadcasts").route(web::post().to(broadcasts::broadcast)))
