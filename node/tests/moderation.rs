@@ -234,6 +234,11 @@ async fn service_calls_send_create_set_members_and_delete_users() {
     assert_eq!(s, 201, "{body}");
     let group = body["conversation"]["id"].as_i64().unwrap();
     assert_eq!(body["conversation"]["role"], "owner");
+    // Alice is online: the backend's sends are pushed to her like anyone's.
+    let (mut wa, _) = WsClient::connect_hello(&nodes[0].ws_url(&ta))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let send = |as_user: i64, cid: &str| json!({"conv": group, "as_user": as_user, "cid": cid, "body": "from the backend"});
     let (s, first) = a
         .post("/api/v1/service/messages", key, &send(bob, "s1"))
@@ -255,6 +260,17 @@ async fn service_calls_send_create_set_members_and_delete_users() {
         .await
         .unwrap();
     assert_eq!(s, 201, "{body}");
+    let pushed = wa.expect("msg", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (&pushed["seq"], &pushed["sender"], pushed["cid"].as_str()),
+        (&first["seq"], &json!(bob), Some("s1"))
+    );
+    // The retry of s1 was not pushed again: the next one is the system's.
+    let pushed = wa.expect("msg", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (&pushed["seq"], &pushed["sender"], pushed["body"].as_str()),
+        (&body["seq"], &json!(0), Some("from the backend"))
+    );
     let (s, body) = a
         .post(
             "/api/v1/service/messages",
