@@ -203,18 +203,8 @@ impl Store {
                     return Ok(Ok(out));
                 }
                 let ids: Vec<i64> = new.iter().map(|u| u.0).collect();
-                let stmt = tx.prepare_cached(EXISTING_USERS).await?;
-                let found: Vec<i64> = tx
-                    .query(&stmt, &[&ids])
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get("id"))
-                    .collect::<Result<_, _>>()?;
-                if let Some(missing) = new.iter().find(|u| !found.contains(&u.0) || u.0 <= 0) {
-                    return Ok(Err(GroupRefusal::UnknownUser(*missing)));
-                }
-                if let Some(banned) = banned_among(&tx, conv, &ids).await?.first() {
-                    return Ok(Err(GroupRefusal::Banned(*banned)));
+                if let Some(refused) = refuse_newcomers(&tx, conv, &new).await? {
+                    return Ok(Err(refused));
                 }
                 if members.len() + new.len() > max_members {
                     return Ok(Err(GroupRefusal::TooMany(max_members)));
@@ -410,18 +400,8 @@ impl Store {
                     .collect();
                 if !new.is_empty() {
                     let ids: Vec<i64> = new.iter().map(|u| u.0).collect();
-                    let stmt = tx.prepare_cached(EXISTING_USERS).await?;
-                    let found: Vec<i64> = tx
-                        .query(&stmt, &[&ids])
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get("id"))
-                        .collect::<Result<_, _>>()?;
-                    if let Some(missing) = new.iter().find(|u| !found.contains(&u.0) || u.0 <= 0) {
-                        return Ok(Err(GroupRefusal::UnknownUser(*missing)));
-                    }
-                    if let Some(banned) = banned_among(&tx, conv, &ids).await?.first() {
-                        return Ok(Err(GroupRefusal::Banned(*banned)));
+                    if let Some(refused) = refuse_newcomers(&tx, conv, &new).await? {
+                        return Ok(Err(refused));
                     }
                     let stmt = tx.prepare_cached(ADD_MEMBERS).await?;
                     tx.execute(&stmt, &[&conv.0, &ids, &(last_seq + 1)]).await?;
@@ -514,6 +494,29 @@ impl Store {
         tx.commit().await?;
         Ok(Ok(out))
     }
+}
+
+/// Why users about to be added cannot be: one does not exist, or is banned.
+async fn refuse_newcomers(
+    tx: &deadpool_postgres::Transaction<'_>,
+    conv: ConvId,
+    new: &[UserId],
+) -> Result<Option<GroupRefusal>, StoreError> {
+    let ids: Vec<i64> = new.iter().map(|u| u.0).collect();
+    let stmt = tx.prepare_cached(EXISTING_USERS).await?;
+    let found: Vec<i64> = tx
+        .query(&stmt, &[&ids])
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    if let Some(missing) = new.iter().find(|u| !found.contains(&u.0) || u.0 <= 0) {
+        return Ok(Some(GroupRefusal::UnknownUser(*missing)));
+    }
+    Ok(banned_among(tx, conv, &ids)
+        .await?
+        .first()
+        .map(|b| GroupRefusal::Banned(*b)))
 }
 
 /// Which of `users` are banned from `conv`, in the caller's transaction.

@@ -231,6 +231,18 @@ async fn store_entry(
     draft: Draft,
 ) -> Result<HttpResponse, ApiError> {
     state.writes.check(sender)?;
+    send_entry(state, sender, conv, draft).await
+}
+
+/// Stores one entry as `sender` through the conversation's actor, without the HTTP
+/// write limit (the service's sends): 201 with its seq, or 200 with the seq stored the
+/// first time for a cid sent again.
+pub(crate) async fn send_entry(
+    state: &AppState,
+    sender: UserId,
+    conv: ConvId,
+    draft: Draft,
+) -> Result<HttpResponse, ApiError> {
     let cmd = SendCommand {
         conv,
         session: None,

@@ -10,8 +10,7 @@ use crate::auth::AuthService;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use chat_actors::service::SendCommand;
-use chat_store::{DirectRules, GroupChange, NewMessage};
+use chat_store::{DirectRules, GroupChange};
 use chat_wire::http::{ConversationEnvelope, SendResponse};
 use chat_wire::moderation::{
     DeleteMode, DeletedUser, MuteRequest, ServiceConversationKind, ServiceCreateConversation,
@@ -57,24 +56,7 @@ pub async fn send(
             "as_user must be a user id, or 0 for the system",
         ));
     }
-    let cmd = SendCommand {
-        conv,
-        session: None,
-        message: NewMessage {
-            sender: as_user,
-            draft,
-        },
-    };
-    let accepted = state.chat.send(cmd).await?;
-    let body = SendResponse {
-        seq: accepted.message.seq,
-        ts: accepted.message.ts,
-    };
-    Ok(if accepted.duplicate {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::Created().json(body)
-    })
+    crate::api::conversations::send_entry(&state, as_user, conv, draft).await
 }
 
 /// Creates a conversation: a direct one of two users (200 with the existing one of the
