@@ -46,6 +46,23 @@ pub const PARTITIONS_DROPPED_TOTAL: &str = "chat_partitions_dropped_total";
 /// Time of one partition drop.
 pub const PARTITION_DROP_SECONDS: &str = "chat_partition_drop_seconds";
 
+/// Offline notifications put in the outbox (one per message and member to tell).
+pub const NOTIFY_QUEUED_TOTAL: &str = "chat_notify_queued_total";
+/// Offline notifications the endpoint took (a 2xx answer to their POST).
+pub const NOTIFY_DELIVERED_TOTAL: &str = "chat_notify_delivered_total";
+/// POSTs to `notify.url` that failed (no answer in time, or not 2xx); their
+/// notifications are retried.
+pub const NOTIFY_FAILED_POSTS_TOTAL: &str = "chat_notify_failed_posts_total";
+/// Offline notifications (and queued messages) dropped: older than `notify.max_age`.
+pub const NOTIFY_DROPPED_TOTAL: &str = "chat_notify_dropped_total";
+/// Rows waiting in the notification queue (`stage` = `messages` or `notifications`),
+/// for the whole cluster.
+pub const NOTIFY_PENDING: &str = "chat_notify_pending";
+/// The two label values of [`NOTIFY_PENDING`].
+pub const NOTIFY_STAGES: [&str; 2] = ["messages", "notifications"];
+/// Time from a message stored to its notification taken by the endpoint.
+pub const NOTIFY_DELIVERY_SECONDS: &str = "chat_notify_delivery_seconds";
+
 /// Describes every metric and sets every counter and gauge to 0. Call once, after the
 /// recorder is installed.
 pub fn register() {
@@ -105,6 +122,22 @@ pub fn register() {
             "notices of other nodes that their events were dropped",
         ),
         (bus::RECONNECTS_TOTAL, "bus reconnections"),
+        (
+            NOTIFY_QUEUED_TOTAL,
+            "offline notifications put in the outbox",
+        ),
+        (
+            NOTIFY_DELIVERED_TOTAL,
+            "offline notifications the endpoint took",
+        ),
+        (
+            NOTIFY_FAILED_POSTS_TOTAL,
+            "POSTs of notifications that failed (retried)",
+        ),
+        (
+            NOTIFY_DROPPED_TOTAL,
+            "notifications and queued messages dropped past notify.max_age",
+        ),
     ] {
         metrics::describe_counter!(name, help);
         metrics::counter!(name).absolute(0);
@@ -126,6 +159,10 @@ pub fn register() {
         metrics::describe_gauge!(name, help);
         metrics::gauge!(name).set(0.0);
     }
+    metrics::describe_gauge!(NOTIFY_PENDING, "rows waiting in the notification queue");
+    for stage in NOTIFY_STAGES {
+        metrics::gauge!(NOTIFY_PENDING, "stage" => stage).set(0.0);
+    }
     metrics::describe_gauge!(USERS_BY_SESSIONS, "online users by connections here");
     for label in SESSION_BUCKETS {
         metrics::gauge!(USERS_BY_SESSIONS, "sessions" => label).set(0.0);
@@ -136,6 +173,10 @@ pub fn register() {
         (COMMIT_CONVERSATIONS, "conversations per writer transaction"),
         (COMMIT_ROWS, "sends per writer transaction"),
         (PARTITION_DROP_SECONDS, "time of one partition drop"),
+        (
+            NOTIFY_DELIVERY_SECONDS,
+            "time from a message stored to its notification taken",
+        ),
     ] {
         metrics::describe_histogram!(name, help);
     }

@@ -28,7 +28,61 @@ pub struct Settings {
     pub chat: ChatRules,
     pub presence: PresenceSettings,
     pub service: ServiceRules,
+    pub notify: NotifySettings,
     pub log: Log,
+}
+
+/// Offline notifications: POSTs to the company's endpoint for members without an
+/// open socket.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Where notifications are POSTed (`http://`); empty = none are queued or sent.
+    pub url: String,
+    /// Key of the body's HMAC-SHA256 in `X-Chat-Signature`.
+    pub secret: String,
+    /// Members with a socket open when a message is stored are looked at again this
+    /// long after it, and told if they still have not read it; empty = never told.
+    #[serde(deserialize_with = "optional_duration")]
+    pub delay: Option<Duration>,
+    /// Most notifications in one POST.
+    pub batch: usize,
+    /// Longest a POST may take before it counts as failed.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Longest wait before a failed notification is tried again (the wait doubles
+    /// from one second, with jitter, up to this).
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// A notification not taken this long after its message was stored is dropped.
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+    /// How often a node looks for work it was not woken for: retries, second looks,
+    /// notifications of nodes that stopped.
+    #[serde(deserialize_with = "duration")]
+    pub poll: Duration,
+}
+
+impl NotifySettings {
+    /// Whether notifications are queued and sent.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+}
+
+impl std::fmt::Debug for NotifySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifySettings")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("delay", &self.delay)
+            .field("batch", &self.batch)
+            .field("timeout", &self.timeout)
+            .field("max_backoff", &self.max_backoff)
+            .field("max_age", &self.max_age)
+            .field("poll", &self.poll)
+            .finish()
+    }
 }
 
 /// Who is online, across the cluster.
@@ -388,6 +442,30 @@ impl Settings {
         }
         if self.presence.group_max_members < 0 {
             return fail("presence.group_max_members", "must not be negative");
+        }
+        if self.notify.enabled() {
+            let url = self.notify.url.trim();
+            if !url.starts_with("http://") || url.parse::<awc::http::Uri>().is_err() {
+                return fail("notify.url", "must be an http:// URL (or empty)");
+            }
+            if self.notify.secret.len() < 16 {
+                return fail(
+                    "notify.secret",
+                    "must be at least 16 bytes when notify.url is set",
+                );
+            }
+        }
+        if self.notify.batch == 0 || self.notify.batch > 1000 {
+            return fail("notify.batch", "must be 1..1000");
+        }
+        if self.notify.timeout < Duration::from_millis(100) {
+            return fail("notify.timeout", "must be at least 100ms");
+        }
+        if self.notify.max_backoff < Duration::from_secs(1) {
+            return fail("notify.max_backoff", "must be at least 1s");
+        }
+        if self.notify.poll < Duration::from_millis(10) {
+            return fail("notify.poll", "must be at least 10ms");
         }
         if self.api.service_keys.iter().any(|k| k.len() < 8) {
             return fail("api.service_keys", "each key must be at least 8 bytes");

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod notifier;
 pub mod openapi;
 pub mod ops;
 pub mod state;
@@ -45,6 +46,8 @@ pub enum NodeError {
     Presence(#[from] chat_bus::presence::PresenceError),
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("notifications: {0}")]
+    Notify(String),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -77,8 +80,15 @@ fn install_metrics() -> Result<PrometheusHandle, NodeError> {
     let latency = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     ];
+    // A notification waits for its endpoint: seconds to hours while it is down.
+    let slow = [
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+    ];
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(m::GROUP_COMMIT_BATCH_SIZE.into()), &batch)
+        .set_buckets_for_metric(Matcher::Full(m::NOTIFY_DELIVERY_SECONDS.into()), &slow)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(m::GROUP_COMMIT_BATCH_SIZE.into()), &batch)
+        })
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(m::COMMIT_ROWS.into()), &batch))
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(m::COMMIT_CONVERSATIONS.into()), &batch)
@@ -145,7 +155,12 @@ impl ChatNode {
     pub async fn build(settings: Settings) -> Result<ChatNode, NodeError> {
         let settings = Arc::new(settings);
         let metrics = install_metrics()?;
-        let store = connect_store(&settings).await?;
+        let mut store = connect_store(&settings).await?;
+        // Before the store is cloned: every clone's commits queue notifications.
+        let notify_wake = settings
+            .notify
+            .enabled()
+            .then(|| store.queue_notifications());
         let applied = store.migrate().await?;
         store
             .ensure_partitions(
@@ -233,6 +248,17 @@ impl ChatNode {
                 retention: store.retention(),
             },
         )));
+        if let Some(wake) = notify_wake {
+            let notifier = notifier::Notifier::new(
+                store.clone(),
+                Arc::new(presence.clone()),
+                wake,
+                settings.notify.clone(),
+                settings.node.id.clone(),
+            )
+            .map_err(|e| NodeError::Notify(format!("notify.secret: {e}")))?;
+            tasks.push(actix_web::rt::spawn(notifier.run()));
+        }
         {
             let metrics = metrics.clone();
             tasks.push(actix_web::rt::spawn(async move {

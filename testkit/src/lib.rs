@@ -7,10 +7,12 @@ pub mod client;
 pub mod fixtures;
 pub mod process;
 pub mod proxy;
+pub mod receiver;
 
 pub use client::{Api, Incoming, WsClient};
 pub use process::{free_port, Endpoint, Haproxy, Node, NodeOptions, RedisServer, TestDb};
 pub use proxy::{Fault, FaultProxy};
+pub use receiver::{Receiver, Taken};
 
 /// What can go wrong in the harness; tests fail with its message.
 #[derive(Debug, thiserror::Error)]
