@@ -16,6 +16,7 @@ mod fanout;
 mod idle;
 mod legacy;
 mod load;
+mod notify;
 mod partitions;
 mod presence;
 mod targets;
@@ -55,7 +56,10 @@ enum Scenario {
     /// Presence traffic per connect and disconnect with 10,000 users online on two
     /// nodes, 50 contacts each, and a reconnect storm of 5,000 sockets.
     Presence,
-    /// fanout, durable, idle, partitions.
+    /// Offline notifications: sends' ack latency with notifications off, the
+    /// receiver up and the receiver down; send → POST latency; none lost.
+    Notify,
+    /// fanout, durable, idle, partitions, notify.
     AllNew,
     /// Every scenario.
     All,
@@ -176,12 +180,14 @@ async fn run(args: Args) -> chat_testkit::Result<bool> {
                 Scenario::Durable,
                 Scenario::Idle,
                 Scenario::Partitions,
+                Scenario::Notify,
             ]),
             Scenario::AllNew => list.extend([
                 Scenario::Fanout,
                 Scenario::Durable,
                 Scenario::Idle,
                 Scenario::Partitions,
+                Scenario::Notify,
             ]),
             other => list.push(*other),
         }
@@ -214,6 +220,9 @@ async fn run(args: Args) -> chat_testkit::Result<bool> {
             }
             Scenario::Partitions => correct &= partitions::run(&opts).await?,
             Scenario::Presence => correct &= presence::run(&opts).await?,
+            Scenario::Notify => {
+                correct &= notify::run(&opts, &opts.targets_or(&[Kind::Node1, Kind::Node2])).await?
+            }
             Scenario::All | Scenario::AllNew => {}
         }
         eprintln!("  ({s:?} took {:.1} s)", t.elapsed().as_secs_f64());
