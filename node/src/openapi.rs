@@ -59,7 +59,8 @@ use utoipa::{Modify, OpenApi};
         crate::ops::healthz,
         crate::ops::readyz,
     ),
-    modifiers(&BearerAuth),
+    components(schemas(chat_wire::NotificationBatch, chat_wire::Notification)),
+    modifiers(&BearerAuth, &NotifyWebhook),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "users", description = "Finding users"),
@@ -87,6 +88,61 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The POST the node makes to `notify.url` (docs/PROTOCOL.md section 15), as an
+/// OpenAPI 3.1 webhook, for the company's receiver.
+struct NotifyWebhook;
+
+impl Modify for NotifyWebhook {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
+        use utoipa::openapi::request_body::RequestBodyBuilder;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, HttpMethod, PathItem, Ref, Required, Response};
+        let header = |name: &str, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::True)
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build()
+        };
+        let op = OperationBuilder::new()
+            .operation_id(Some("offline_notifications"))
+            .tag("service")
+            .summary(Some("Offline notifications, POSTed by the node to notify.url"))
+            .description(Some(
+                "Sent by every node while notify.url is set, for members with no open socket \
+                 (or who did not read within notify.delay). At least once: drop repeats by \
+                 `id`. Any 2xx takes the whole batch; anything else is retried with backoff.",
+            ))
+            .parameter(header(
+                "X-Chat-Signature",
+                "sha256=<hex HMAC-SHA256 of the body bytes under notify.secret>",
+            ))
+            .parameter(header("X-Chat-Node", "the id of the node that sent it"))
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("NotificationBatch")))
+                            .build(),
+                    )
+                    .build(),
+            ))
+            .response("200", Response::new("Taken (any 2xx)"))
+            .response("default", Response::new("Not taken: the batch is tried again later"))
+            .build();
+        let mut hooks = openapi.webhooks.take().unwrap_or_default();
+        hooks
+            .paths
+            .insert("offline_notifications".into(), PathItem::new(HttpMethod::Post, op));
+        openapi.webhooks = Some(hooks);
     }
 }
 

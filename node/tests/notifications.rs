@@ -228,6 +228,24 @@ async fn offline_members_are_told_and_online_muted_and_sending_ones_are_not() {
     let delivered = metric(m.as_str().unwrap(), "chat_notify_delivered_total")
         + metric(m2.as_str().unwrap(), "chat_notify_delivered_total");
     assert_eq!(delivered as usize, receiver.taken().len());
+    // The OpenAPI document describes the POST for the company's receiver.
+    let (s, doc) = api.get("/api/v1/openapi.json", None).await.unwrap();
+    assert_eq!(s, 200);
+    let hook = &doc["webhooks"]["offline_notifications"]["post"];
+    assert_eq!(
+        hook["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/NotificationBatch",
+        "{hook}"
+    );
+    assert!(hook["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "X-Chat-Signature"));
+    let fields = &doc["components"]["schemas"]["Notification"]["properties"];
+    for f in ["id", "user", "conv", "seq", "sender", "kind", "preview", "mention"] {
+        assert!(fields.get(f).is_some(), "{f} in {fields}");
+    }
     drop(nodes);
     db.drop_now().await.unwrap();
 }
