@@ -1,0 +1,2 @@
+export { ChatClient, isFatalClose } from './chat.js';
+export { ChatHttp, ChatError } from './http.js';
