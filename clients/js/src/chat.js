@@ -77,7 +77,7 @@ export class ChatClient {
   }
 
   _setState(state, info = {}) {
-    if (this.state === state && state !== 'closed') return;
+    if (this.state === state) return;
     this.state = state;
     this._emit('state', { state, ...info });
   }
@@ -108,7 +108,8 @@ export class ChatClient {
     let opened = false;
     this._ws = ws;
     ws.onopen = () => { opened = true; };
-    ws.onerror = () => {}; // a close follows
+    // Some implementations (Node 20's) report a refused handshake by `error` alone.
+    ws.onerror = () => { if (this._ws === ws && !opened) this._onClose(1006, 'handshake failed', false); };
     ws.onmessage = (e) => {
       if (this._ws !== ws) return;
       this._lastRecv = Date.now();
@@ -329,7 +330,8 @@ export class ChatClient {
       this._drain(c.id);
     }
     for (const e of answer.events ?? []) this._event(e, false);
-    this.eventsCursor = answer.events_cursor ?? this.eventsCursor;
+    // Never back: a live `contact` frame may have overtaken this answer.
+    this.eventsCursor = Math.max(this.eventsCursor, answer.events_cursor ?? 0);
     this._emit('synced', answer.conversations.map(({ messages, ...c }) => c));
   }
 
