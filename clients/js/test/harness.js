@@ -8,7 +8,10 @@ import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 export const NODE_BIN = process.env.CHAT_NODE_BIN ?? join(here, '../../../target/debug/chat-node');
-const PG = process.env.CHAT_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432';
+// The server's URL without a database: CHAT_TEST_PG, or the Rust tests' admin URL without its path.
+const PG = process.env.CHAT_TEST_PG
+  ?? process.env.CHAT_TEST_DATABASE_URL?.replace(/\/[^/]*$/, '')
+  ?? 'postgres://postgres@127.0.0.1:5432';
 export const SERVICE_KEY = 'js-client-service-key';
 const SECRET = 'js-client-test-secret-0123456789';
 
