@@ -31,7 +31,7 @@ async function user() {
 async function client(u, opts = {}) {
   const c = new ChatClient({ url: node.url, token: u.token, backoff: { baseMs: 50, maxMs: 500 }, ...opts });
   clients.push(c);
-  c.seen = { message: [], state: [], read: [], unread: [], typing: [], request: [], event: [], error: [] };
+  c.seen = { message: [], state: [], read: [], unread: [], typing: [], request: [], event: [], error: [], presence: [], joined: [] };
   for (const type of Object.keys(c.seen)) c.on(type, (v) => c.seen[type].push(v));
   c.connect();
   await waitFor(() => c.state === 'online', 10000, 'online');
@@ -176,6 +176,10 @@ test('friend requests and presence', { timeout: 30000 }, async () => {
   assert.equal(a.eventsCursor, 2);
   const { presence } = await ua.http.presence([ub.id]);
   assert.deepEqual(presence.map((p) => [p.user, p.online]), [[ub.id, true]]);
+  // Contacts are told when the other goes offline (after the node's grace).
+  b.close();
+  await waitFor(() => a.seen.presence.some((p) => p.user === ub.id && !p.online), 10000, 'offline presence');
+  assert.match(a.seen.presence.at(-1).last_seen, /Z$/);
 });
 
 test('seeded cursors and a full sync paged while `more`', { timeout: 30000 }, async () => {
@@ -226,4 +230,41 @@ test('a bad token, and a backend disconnect, stop reconnecting', { timeout: 3000
   await service(node.url, 'POST', `/service/users/${u.id}/revoke`);
   await waitFor(() => c.state === 'closed', 5000, 'closed on revoke');
   assert.equal(c.seen.state.at(-1).code, 1008);
+});
+
+test('groups: joined, system entries, edits, reactions and settings', { timeout: 30000 }, async () => {
+  const [ua, ub, uc] = [await user(), await user(), await user()];
+  const a = await client(ua);
+  const b = await client(ub);
+  const c = await client(uc);
+  const joinedB = b.seen.joined;
+  const settings = [];
+  a.on('settings', (s) => settings.push(s));
+
+  const { conversation } = await ua.http.createGroup('team', [ub.id]);
+  const conv = conversation.id;
+  await waitFor(() => joinedB.length === 1, 5000, 'b joined');
+  assert.equal(joinedB[0].conv, conv);
+
+  const { seq } = await a.send(conv, 'first draft');
+  await a.edit(conv, seq, 'final');
+  await b.react(conv, seq, '👍');
+  await ua.http.addMembers(conv, [uc.id]);
+  await waitFor(() => c.seen.message.some((m) => m.kind === 'system'), 5000, 'c sees its added entry');
+  await waitFor(() => b.seen.message.length >= 4, 5000, 'b has all four entries');
+  const kinds = (cl) => cl.seen.message.filter((m) => m.conv === conv).map((m) => m.kind);
+  // A group starts with no entry; then the message, the edit, the reaction, the system entry.
+  assert.deepEqual(kinds(b), ['text', 'edit', 'reaction', 'system']);
+  await waitFor(() => a.seen.message.length >= 4, 5000, 'a has all four');
+  assert.deepEqual(kinds(a), ['text', 'edit', 'reaction', 'system']);
+  assertInOrder(a, conv);
+  const added = b.seen.message.at(-1);
+  assert.equal(added.system.action, 'added');
+  assert.deepEqual(added.system.users, [uc.id]);
+  // c reads from the entry that added it: nothing before.
+  assert.deepEqual(kinds(c), ['system']);
+
+  await ua.http.settings(conv, { pinned: true });
+  await waitFor(() => settings.length === 1, 5000, 'settings event');
+  assert.deepEqual([settings[0].conv, settings[0].pinned], [conv, true]);
 });
