@@ -88,6 +88,7 @@ export class ChatClient {
   connect() {
     this._stopped = false;
     this._attempt = 0;
+    clearTimeout(this._retryTimer);
     if (!this._ws) this._open();
   }
 
@@ -118,10 +119,13 @@ export class ChatClient {
       this._onFrame(frame);
     };
     ws.onclose = (e) => { if (this._ws === ws) this._onClose(e.code, e.reason, opened); };
+    // A socket that never says `hello` is as good as closed.
+    this._helloTimer = setTimeout(() => { if (this._ws === ws) this._onClose(1006, 'no hello', opened); }, 20000);
   }
 
   _teardown(code) {
     clearInterval(this._pinger);
+    clearTimeout(this._helloTimer);
     const ws = this._ws;
     this._ws = null;
     if (this._syncWait) this._syncWait.reject(new ChatError('offline', 'connection lost'));
@@ -173,6 +177,7 @@ export class ChatClient {
   _onFrame(f) {
     switch (f.type) {
       case 'hello':
+        clearTimeout(this._helloTimer);
         this.user = f.user;
         this._attempt = 0;
         this._setState('online', { node: f.node });

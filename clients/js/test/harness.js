@@ -75,18 +75,23 @@ export async function startNode({ db, port, env = {} }) {
   });
   closeSync(fd);
   children.add(child);
-  const exited = new Promise((r) => child.once('exit', r));
+  let spawnError = null;
+  const exited = new Promise((r) => {
+    child.once('exit', r);
+    child.once('error', (e) => { spawnError = e; r(); });
+  });
   exited.then(() => children.delete(child));
   const url = `http://127.0.0.1:${port}`;
   const node = {
     port, url, log, child,
     async kill() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (!spawnError && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
     },
   };
   try {
     await waitFor(async () => {
+      if (spawnError) throw new Error(`cannot run ${NODE_BIN}: ${spawnError.message}`);
       if (child.exitCode !== null) throw new Error(`node exited with ${child.exitCode}`);
       const res = await fetch(`${url}/readyz`).catch(() => null);
       return res?.status === 200;

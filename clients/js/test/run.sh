@@ -3,9 +3,8 @@
 # target/debug/chat-node of the repository) and the Postgres at 127.0.0.1:5432.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -n "${CHAT_NODE_BIN:-}" ]]; then
-  CHAT_NODE_BIN="$(cd "$(dirname "$CHAT_NODE_BIN")" && pwd)/$(basename "$CHAT_NODE_BIN")"
-  export CHAT_NODE_BIN
+if [[ -n "${CHAT_NODE_BIN:-}" && "$CHAT_NODE_BIN" != /* ]]; then
+  export CHAT_NODE_BIN="$PWD/$CHAT_NODE_BIN"
 fi
 cd "$here"
 flags=()
