@@ -174,8 +174,13 @@ test('friend requests and presence', { timeout: 30000 }, async () => {
   await ub.http.acceptRequest(request.id);
   await waitFor(() => a.seen.request.some((e) => e.kind === 'request_answered'), 5000, 'answer event');
   assert.equal(a.eventsCursor, 2);
-  const { presence } = await ua.http.presence([ub.id]);
-  assert.deepEqual(presence.map((p) => [p.user, p.online]), [[ub.id, true]]);
+  // The node registers a new socket in presence at its next 100 ms tick, so a query right
+  // after `hello` may still say offline: poll briefly.
+  const presence = await waitFor(async () => {
+    const r = await ua.http.presence([ub.id]);
+    return r.presence[0]?.online && r.presence;
+  }, 3000, 'b online in presence');
+  assert.deepEqual(presence.map((p) => [p.user, p.online, p.last_seen]), [[ub.id, true, null]]);
   // Contacts are told when the other goes offline (after the node's grace).
   b.close();
   await waitFor(() => a.seen.presence.some((p) => p.user === ub.id && !p.online), 10000, 'offline presence');
