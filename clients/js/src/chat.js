@@ -7,6 +7,11 @@ export function isFatalClose(code) {
   return code === 1008 || (code >= 4000 && code <= 4999 && code !== 4001);
 }
 
+/** Full jitter: uniform in [0, min(maxMs, baseMs · 2^attempt)). */
+export function backoffDelay(attempt, { baseMs, maxMs }, random = Math.random) {
+  return random() * Math.min(maxMs, baseMs * 2 ** attempt);
+}
+
 const RETRYABLE = new Set(['rate_limited', 'unavailable']);
 const MAX_TRIES = 5;
 
@@ -144,8 +149,7 @@ export class ChatClient {
       }
       if (this._stopped) return;
     }
-    const { baseMs, maxMs } = this.backoff;
-    const delay = Math.random() * Math.min(maxMs, baseMs * 2 ** this._attempt++);
+    const delay = backoffDelay(this._attempt++, this.backoff);
     this._retryTimer = setTimeout(() => { if (!this._stopped && !this._ws) this._open(); }, delay);
   }
 

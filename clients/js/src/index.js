@@ -1,2 +1,2 @@
-export { ChatClient, isFatalClose } from './chat.js';
+export { ChatClient, isFatalClose, backoffDelay } from './chat.js';
 export { ChatHttp, ChatError } from './http.js';

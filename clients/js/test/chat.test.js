@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChatClient, ChatHttp, ChatError } from '../src/index.js';
+import { ChatClient, ChatHttp, ChatError, isFatalClose, backoffDelay } from '../src/index.js';
 import { createDb, startNode, waitFor, sleep, service, tap } from './harness.js';
 
 let db;
@@ -272,4 +272,17 @@ test('groups: joined, system entries, edits, reactions and settings', { timeout:
   await ua.http.settings(conv, { pinned: true });
   await waitFor(() => settings.length === 1, 5000, 'settings event');
   assert.deepEqual([settings[0].conv, settings[0].pinned], [conv, true]);
+});
+
+test('close codes that stop, and capped backoff with full jitter', () => {
+  for (const code of [1008, 4000, 4003, 4999]) assert.ok(isFatalClose(code), `${code} stops`);
+  for (const code of [1000, 1001, 1002, 1005, 1006, 1009, 1012, 4001]) assert.ok(!isFatalClose(code), `${code} reconnects`);
+  const b = { baseMs: 100, maxMs: 5000 };
+  assert.equal(backoffDelay(3, b, () => 0.999999) < 800, true);
+  assert.equal(backoffDelay(3, b, () => 0), 0);
+  assert.ok(backoffDelay(30, b, () => 0.999999) < 5000, 'capped');
+  for (let n = 0; n < 40; n++) {
+    const d = backoffDelay(n, b);
+    assert.ok(d >= 0 && d < Math.min(5000, 100 * 2 ** n));
+  }
 });
