@@ -464,6 +464,17 @@ ensure_haproxy() {
     ensure_command haproxy haproxy
 }
 
+# ensure_node: Node.js 20.10 or newer (the JavaScript client and its tests need a
+# WebSocket, global or behind --experimental-websocket); Debian's package when missing.
+ensure_node() {
+    ensure_command node nodejs
+    local major minor
+    IFS=. read -r major minor _ <<<"$(node --version | tr -d v)"
+    if ((major < 20 || (major == 20 && minor < 10))); then
+        die "Node.js $(node --version) is too old: the JavaScript client needs 20.10 or newer (https://nodejs.org)"
+    fi
+}
+
 # ensure_curl: curl installed (health checks, API calls).
 ensure_curl() {
     ensure_command curl curl

@@ -7,6 +7,7 @@
 #   clippy      cargo clippy --workspace --all-targets -- -D warnings
 #   build       cargo build --workspace --bins
 #   test        cargo test --workspace -- --test-threads=2
+#   js          the JavaScript client's tests (clients/js, node --test) against a real node
 #   bench       a seconds-long smoke of every bench scenario (target/debug/bench --smoke all-new)
 #   chaos       the quick fault run (target/debug/chaos --quick): about 3 minutes, its own
 #               Postgres, Redis, three nodes and HAProxy; fails on any broken invariant
@@ -111,6 +112,13 @@ if want test; then
     step "test: cargo test --workspace -- --test-threads=${TEST_THREADS:-2}"
     # shellcheck disable=SC2086 # CARGO_TEST_ARGS is a list of words on purpose
     cargo test --workspace -- --test-threads="${TEST_THREADS:-2}" ${CARGO_TEST_ARGS:-}
+fi
+
+if want js; then
+    step "js: clients/js/test/run.sh (node --test against a real node)"
+    ensure_node
+    CHAT_NODE_BIN="${CHAT_NODE_BIN:-${CARGO_TARGET_DIR:-$CHAT_ROOT/target}/debug/chat-node}" \
+        timeout 300 clients/js/test/run.sh || die "JavaScript client tests failed (exit $?)"
 fi
 
 if want bench; then
