@@ -84,6 +84,17 @@ impl Directory {
             .push(Pusher { id, slow, out });
     }
 
+    /// Those of `users` with a session open on this node now (before the presence
+    /// hub's next tick has told the cluster).
+    pub fn here_of(&self, users: &[UserId]) -> Vec<UserId> {
+        let inner = self.read();
+        users
+            .iter()
+            .copied()
+            .filter(|u| inner.sessions.contains_key(u))
+            .collect()
+    }
+
     /// A session of `user` is gone.
     pub fn detach(&self, user: UserId, id: SessionId) {
         let mut inner = self.write();

@@ -35,12 +35,15 @@ pub async fn presence(
     let users = body.check().map_err(ApiError::bad_request)?;
     let known = state.store().last_seen(&users).await?;
     let ids: Vec<UserId> = known.iter().map(|(u, _)| *u).collect();
-    let online = state
+    let mut online = state
         .chat
         .presence
         .online_of(&ids)
         .await
         .map_err(unavailable)?;
+    // A socket that opened here in the last 100 ms is in presence from the hub's next
+    // tick; this node knows it already.
+    online.extend(state.chat.directory.here_of(&ids));
     let presence = known
         .into_iter()
         .map(|(user, last_seen)| {
