@@ -57,6 +57,8 @@ pub struct NotifySettings {
     /// A notification not taken this long after its message was stored is dropped.
     #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
+    /// Most notifications waiting in the cluster; the oldest past it are dropped.
+    pub max_pending: i64,
     /// How often a node looks for work it was not woken for: retries, second looks,
     /// notifications of nodes that stopped.
     #[serde(deserialize_with = "duration")]
@@ -80,6 +82,7 @@ impl std::fmt::Debug for NotifySettings {
             .field("timeout", &self.timeout)
             .field("max_backoff", &self.max_backoff)
             .field("max_age", &self.max_age)
+            .field("max_pending", &self.max_pending)
             .field("poll", &self.poll)
             .finish()
     }
@@ -463,6 +466,9 @@ impl Settings {
         }
         if self.notify.max_backoff < Duration::from_secs(1) {
             return fail("notify.max_backoff", "must be at least 1s");
+        }
+        if self.notify.max_pending < 1 {
+            return fail("notify.max_pending", "must be at least 1");
         }
         if self.notify.poll < Duration::from_millis(10) {
             return fail("notify.poll", "must be at least 10ms");

@@ -16,7 +16,9 @@
 //!    to `notify.max_backoff`) and ends the round, so a dead endpoint gets one POST
 //!    per `notify.poll` while notifications that were never tried go out the moment
 //!    it answers again;
-//! 3. drops what is older than `notify.max_age` and reports the queue's depth.
+//! 3. drops what is older than `notify.max_age`, and the oldest notifications past
+//!    `notify.max_pending`, so an endpoint down for long fills Postgres no further;
+//!    reports the queue's depth.
 //!
 //! Delivery is at least once: a node that dies between the endpoint's answer and the
 //! delete, or mid-POST, leaves its claimed notifications to be POSTed again when their
@@ -36,8 +38,8 @@ use tokio::sync::Notify;
 /// The header carrying the body's signature.
 pub const SIGNATURE_HEADER: &str = "X-Chat-Signature";
 
-/// How often the worker drops old work and reads the queue's depth.
-const UPKEEP_EVERY: Duration = Duration::from_secs(15);
+/// The worker drops old work and reads the queue's depth every this many polls.
+const UPKEEP_EVERY_POLLS: u32 = 15;
 
 /// Why a POST did not take its batch.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +129,7 @@ impl Notifier {
             }
             self.expand().await;
             self.send().await;
-            if last_upkeep.is_none_or(|t| t.elapsed() >= UPKEEP_EVERY) {
+            if last_upkeep.is_none_or(|t| t.elapsed() >= self.cfg.poll * UPKEEP_EVERY_POLLS) {
                 last_upkeep = Some(Instant::now());
                 self.upkeep().await;
             }
@@ -249,8 +251,21 @@ impl Notifier {
         }
     }
 
-    /// Drops what waited past `notify.max_age`; reads the queue's depth.
+    /// Drops what waited past `notify.max_age` and the oldest past
+    /// `notify.max_pending`; reads the queue's depth.
     async fn upkeep(&self) {
+        match self.store.cap_notifications(self.cfg.max_pending).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!(m::NOTIFY_DROPPED_TOTAL).increment(n);
+                tracing::warn!(
+                    dropped = n,
+                    max_pending = self.cfg.max_pending,
+                    "dropped the oldest notifications past notify.max_pending"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "capping the notification queue failed"),
+        }
         match self.store.drop_old_notifications(self.cfg.max_age).await {
             Ok((notifications, messages)) if notifications + messages > 0 => {
                 metrics::counter!(m::NOTIFY_DROPPED_TOTAL)

@@ -113,7 +113,9 @@ impl Modify for NotifyWebhook {
         let op = OperationBuilder::new()
             .operation_id(Some("offline_notifications"))
             .tag("service")
-            .summary(Some("Offline notifications, POSTed by the node to notify.url"))
+            .summary(Some(
+                "Offline notifications, POSTed by the node to notify.url",
+            ))
             .description(Some(
                 "Sent by every node while notify.url is set, for members with no open socket \
                  (or who did not read within notify.delay). At least once: drop repeats by \
@@ -136,12 +138,16 @@ impl Modify for NotifyWebhook {
                     .build(),
             ))
             .response("200", Response::new("Taken (any 2xx)"))
-            .response("default", Response::new("Not taken: the batch is tried again later"))
+            .response(
+                "default",
+                Response::new("Not taken: the batch is tried again later"),
+            )
             .build();
         let mut hooks = openapi.webhooks.take().unwrap_or_default();
-        hooks
-            .paths
-            .insert("offline_notifications".into(), PathItem::new(HttpMethod::Post, op));
+        hooks.paths.insert(
+            "offline_notifications".into(),
+            PathItem::new(HttpMethod::Post, op),
+        );
         openapi.webhooks = Some(hooks);
     }
 }

@@ -243,7 +243,9 @@ async fn offline_members_are_told_and_online_muted_and_sending_ones_are_not() {
         .iter()
         .any(|p| p["name"] == "X-Chat-Signature"));
     let fields = &doc["components"]["schemas"]["Notification"]["properties"];
-    for f in ["id", "user", "conv", "seq", "sender", "kind", "preview", "mention"] {
+    for f in [
+        "id", "user", "conv", "seq", "sender", "kind", "preview", "mention",
+    ] {
         assert!(fields.get(f).is_some(), "{f} in {fields}");
     }
     drop(nodes);
@@ -362,6 +364,69 @@ async fn a_receiver_down_for_a_while_and_killed_nodes_lose_no_notification() {
             format!("{}:{}:{}", n["conv"], n["seq"], n["user"])
         );
     }
+    drop(nodes);
+    db.drop_now().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_long_outage_fills_the_queue_no_further_than_max_pending() {
+    let mut receiver = Receiver::start(SECRET).await.unwrap();
+    let (db, _redis, nodes) = cluster(1, &receiver, &[("CHAT__NOTIFY__MAX_PENDING", "5")]).await;
+    let api = nodes[0].api();
+    let (_alice, ta) = api.register("alice").await.unwrap();
+    let (bob, _) = api.register("bob").await.unwrap();
+    let conv = api.direct(&ta, bob).await.unwrap();
+    receiver.stop().await;
+    let mut seqs = Vec::new();
+    for i in 0..12 {
+        seqs.push(
+            send(
+                &api,
+                &ta,
+                conv,
+                &format!("c{i}"),
+                &json!({"body": format!("m{i}")}),
+            )
+            .await,
+        );
+    }
+    // Within a few polls the outbox holds the 5 newest only.
+    let client = db.client().await.unwrap();
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM notify_outbox", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let queued: i64 = client
+            .query_one("SELECT count(*) FROM notify_queue", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 5 && queued == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox {n}, queue {queued}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = api.get("/metrics", None).await.unwrap().1;
+    assert_eq!(
+        metric(m.as_str().unwrap(), "chat_notify_dropped_total"),
+        7.0
+    );
+    receiver.resume().await.unwrap();
+    let newest: BTreeSet<String> = seqs[7..]
+        .iter()
+        .map(|s| format!("{conv}:{s}:{bob}"))
+        .collect();
+    receiver
+        .wait_until(T, |t| ids(t).into_iter().collect::<BTreeSet<_>>() == newest)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", ids(&receiver.taken())));
     drop(nodes);
     db.drop_now().await.unwrap();
 }

@@ -86,6 +86,10 @@ const DROP_OLD_OUTBOX: &str = "DELETE FROM notify_outbox
 const DROP_OLD_QUEUE: &str = "DELETE FROM notify_queue
      WHERE stored_at < now() - make_interval(secs => $1::float8) RETURNING id";
 
+/// Deletes the `$1` oldest notifications.
+const DROP_OLDEST_OUTBOX: &str = "DELETE FROM notify_outbox
+     WHERE id IN (SELECT id FROM notify_outbox ORDER BY stored_at, id LIMIT $1) RETURNING id";
+
 const DEPTH: &str = "SELECT (SELECT count(*) FROM notify_queue) AS messages,
             (SELECT count(*) FROM notify_outbox) AS notifications";
 
@@ -278,6 +282,17 @@ impl Store {
         let outbox = self.query(DROP_OLD_OUTBOX, &[&age]).await?;
         let queue = self.query(DROP_OLD_QUEUE, &[&age]).await?;
         Ok((outbox.len(), queue.len()))
+    }
+
+    /// Keeps at most `max` notifications waiting: deletes the oldest past it (an
+    /// endpoint down for long fills the outbox no further); answers how many went.
+    pub async fn cap_notifications(&self, max: i64) -> Result<u64, StoreError> {
+        let depth = self.notify_depth().await?;
+        let over = depth.notifications - max;
+        if over <= 0 {
+            return Ok(0);
+        }
+        Ok(self.query(DROP_OLDEST_OUTBOX, &[&over]).await?.len() as u64)
     }
 
     /// Rows waiting in each stage.
