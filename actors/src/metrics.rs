@@ -63,6 +63,13 @@ pub const NOTIFY_STAGES: [&str; 2] = ["messages", "notifications"];
 /// Time from a message stored to its notification taken by the endpoint.
 pub const NOTIFY_DELIVERY_SECONDS: &str = "chat_notify_delivery_seconds";
 
+/// HTTP requests answered, by `method`, `route` (the pattern, e.g.
+/// `/api/v1/conversations/{id}/messages`; `unmatched` for no route) and `status`.
+pub const HTTP_REQUESTS_TOTAL: &str = "chat_http_requests_total";
+/// Time to answer one HTTP request (a WebSocket: its handshake), by `method` and
+/// `route`.
+pub const HTTP_REQUEST_SECONDS: &str = "chat_http_request_duration_seconds";
+
 /// Describes every metric and sets every counter and gauge to 0. Call once, after the
 /// recorder is installed.
 pub fn register() {
@@ -143,6 +150,14 @@ pub fn register() {
         metrics::counter!(name).absolute(0);
     }
     metrics::describe_counter!(ERRORS_TOTAL, "errors answered to clients, by code");
+    metrics::describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests answered, by method, route pattern and status"
+    );
+    metrics::describe_histogram!(
+        HTTP_REQUEST_SECONDS,
+        "time to answer an HTTP request (a WebSocket: its handshake), by method and route"
+    );
     for code in ErrorCode::ALL {
         metrics::counter!(ERRORS_TOTAL, "code" => code.as_str()).absolute(0);
     }

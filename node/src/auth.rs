@@ -29,13 +29,34 @@ pub struct Claims {
     pub aud: Option<String>,
 }
 
-/// Why a token was refused.
+/// Why a token was refused. The message (what the caller is told) names the reason
+/// where that tells nothing about the secret: an expired token, a wrong audience or
+/// issuer, claims in the wrong shape. A bad signature or a string that is no JWT is
+/// "invalid token"; [`TokenError::detail`] (what the node logs) says which.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYet,
+    #[error("token has the wrong audience (aud)")]
+    WrongAudience,
+    #[error("token has the wrong issuer (iss)")]
+    WrongIssuer,
+    #[error("token claims are malformed: {0}")]
+    Claims(String),
     #[error("invalid token")]
-    Invalid,
+    Invalid(&'static str),
+}
+
+impl TokenError {
+    /// The reason, for logs (never the token itself).
+    pub fn detail(&self) -> String {
+        match self {
+            TokenError::Invalid(why) => format!("invalid token: {why}"),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Issues and checks tokens. Only HS256 is accepted.
@@ -75,7 +96,8 @@ impl Tokens {
         let audience = non_empty(&settings.auth.audience);
         let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.leeway = settings.auth.leeway.as_secs();
-        let mut required = vec!["exp", "sub"];
+        // `sub` is checked below, with a message that says what is wrong with it.
+        let mut required = vec!["exp"];
         if issuer.is_some() {
             required.push("iss");
         }
@@ -103,11 +125,16 @@ impl Tokens {
 
     /// A token for `user`, valid for `auth.token_ttl`.
     pub fn issue(&self, user: UserId) -> Result<String, ApiError> {
+        self.issue_for(user, self.ttl)
+    }
+
+    /// A token for `user`, valid for `ttl`.
+    pub fn issue_for(&self, user: UserId, ttl: Duration) -> Result<String, ApiError> {
         let iat = now_secs();
         let claims = Claims {
             sub: user.0.to_string(),
             iat,
-            exp: iat + self.ttl.as_secs(),
+            exp: iat + ttl.as_secs(),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
@@ -122,21 +149,65 @@ impl Tokens {
         })
     }
 
-    /// Checks signature, algorithm, expiry (and issuer/audience when configured).
+    /// Checks signature, algorithm, expiry (and issuer/audience when configured), then
+    /// the shape of the claims: `sub` a decimal string of a positive id, `iat` unix
+    /// seconds. A refusal is logged with its reason at info.
     pub fn verify(&self, token: &str) -> Result<Verified, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            })?;
-        let id: i64 = data.claims.sub.parse().map_err(|_| TokenError::Invalid)?;
-        if id <= 0 {
-            return Err(TokenError::Invalid);
+        let checked = self.check(token);
+        if let Err(e) = &checked {
+            tracing::info!(reason = %e.detail(), "token refused");
         }
+        checked
+    }
+
+    fn check(&self, token: &str) -> Result<Verified, TokenError> {
+        use jsonwebtoken::errors::ErrorKind as K;
+        // The signature is checked before the claims are read: what the claims say
+        // below comes from a holder of the secret, and may be named in the answer.
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &self.validation)
+                .map_err(|e| match e.kind() {
+                    K::ExpiredSignature => TokenError::Expired,
+                    K::ImmatureSignature => TokenError::NotYet,
+                    K::InvalidAudience => TokenError::WrongAudience,
+                    K::InvalidIssuer => TokenError::WrongIssuer,
+                    K::MissingRequiredClaim(c) => TokenError::Claims(format!("{c} is missing")),
+                    K::InvalidSignature => {
+                        TokenError::Invalid("signature does not match auth.jwt_secret")
+                    }
+                    K::InvalidAlgorithm | K::InvalidAlgorithmName | K::MissingAlgorithm => {
+                        TokenError::Invalid("algorithm is not HS256")
+                    }
+                    // The header is read before the signature is checked: say nothing more.
+                    K::Json(_) => TokenError::Invalid("the header or the claims are not JSON"),
+                    _ => TokenError::Invalid("not a JWT (three base64url parts)"),
+                })?;
+        let claims = &data.claims;
+        let sub = match &claims["sub"] {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(_) => {
+                return Err(TokenError::Claims(
+                    "sub must be the user id as a decimal string (\"42\"), not a number".into(),
+                ))
+            }
+            serde_json::Value::Null => return Err(TokenError::Claims("sub is missing".into())),
+            _ => return Err(TokenError::Claims("sub must be a string".into())),
+        };
+        let id = sub
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| TokenError::Claims("sub must be a positive user id".into()))?;
+        let iat = claims["iat"].as_i64().ok_or_else(|| {
+            TokenError::Claims("iat (issued at, unix seconds) is missing or not a number".into())
+        })?;
+        let exp = claims["exp"]
+            .as_u64()
+            .ok_or_else(|| TokenError::Claims("exp must be unix seconds".into()))?;
         Ok(Verified {
             user: UserId(id),
-            expires_at: data.claims.exp,
-            issued_at: i64::try_from(data.claims.iat).unwrap_or(i64::MAX),
+            expires_at: exp,
+            issued_at: iat,
         })
     }
 }
@@ -282,6 +353,9 @@ impl FromRequest for AuthUser {
                 Principal::User(v) => Ok((s, v)),
                 Principal::Service => Err(ApiError::forbidden("this call needs a user token")),
             });
+        if let Ok((_, v)) = &checked {
+            crate::access::note_caller(req, crate::access::Caller::User(v.user.0));
+        }
         Box::pin(async move {
             let (state, verified) = checked?;
             state.floors.admit(&state.chat.store, verified).await?;
@@ -300,8 +374,14 @@ impl FromRequest for AuthService {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready(app_state(req).and_then(|s| match principal(s, req)? {
-            Principal::Service => Ok(AuthService),
-            Principal::User(_) => Err(ApiError::forbidden("this call needs a service key")),
+            Principal::Service => {
+                crate::access::note_caller(req, crate::access::Caller::Service);
+                Ok(AuthService)
+            }
+            Principal::User(v) => {
+                crate::access::note_caller(req, crate::access::Caller::User(v.user.0));
+                Err(ApiError::forbidden("this call needs a service key"))
+            }
         }))
     }
 }

@@ -74,7 +74,13 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         metrics::counter!(chat_actors::metrics::ERRORS_TOTAL, "code" => self.code.as_str())
             .increment(1);
-        HttpResponse::build(self.status_code()).json(ErrorBody::new(self.code, &self.message))
+        let mut resp =
+            HttpResponse::build(self.status_code()).json(ErrorBody::new(self.code, &self.message));
+        resp.extensions_mut().insert(crate::access::Refusal {
+            code: self.code.as_str(),
+            message: self.message.clone(),
+        });
+        resp
     }
 }
 

@@ -1,6 +1,7 @@
 //! The chat node: configuration, wiring of store, bus and actors, the HTTP server,
 //! and the graceful drain.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -56,7 +57,11 @@ pub enum NodeError {
 pub fn init_tracing(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal, never into files or log shippers.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     let _ = match settings.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -337,6 +342,7 @@ impl ChatNode {
             // they push to: no threads of their own to wake for every push.
             worker_registry.do_send(UseArbiter(Arbiter::current()));
             App::new()
+                .wrap(actix_web::middleware::from_fn(access::observe))
                 .app_data(data.clone())
                 .app_data(web::Data::from(session_cfg.clone()))
                 .app_data(

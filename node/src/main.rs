@@ -1,7 +1,7 @@
 //! `chat-node`: one node of the chat cluster.
 
 use chat_node::config::Settings;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,8 +11,25 @@ use std::process::ExitCode;
 #[command(version, about)]
 struct Args {
     /// A TOML file with settings (see config/default.toml for every key).
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prints a token of user ID signed with the settings' `auth.jwt_secret` (and
+    /// `iss`/`aud` when set), for trying the API by hand. A company's backend mints
+    /// its own the same way (see the README).
+    MintToken {
+        /// The user id (`sub`).
+        #[arg(long)]
+        user: i64,
+        /// Lifetime, e.g. "1h" (default: `auth.token_ttl`).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -24,12 +41,40 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::MintToken { user, ttl }) = args.command {
+        return mint(&settings, user, ttl.as_deref());
+    }
     chat_node::init_tracing(&settings);
     let result = actix_web::rt::System::new().block_on(chat_node::run(settings));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "chat node failed");
+            eprintln!("chat-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mint(settings: &Settings, user: i64, ttl: Option<&str>) -> ExitCode {
+    if user <= 0 {
+        eprintln!("chat-node: --user must be a positive user id");
+        return ExitCode::from(2);
+    }
+    let ttl = match ttl.map(chat_node::config::parse_duration) {
+        None => settings.auth.token_ttl,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            eprintln!("chat-node: --ttl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match chat_node::auth::Tokens::new(settings).issue_for(chat_wire::UserId(user), ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("chat-node: {e}");
             ExitCode::FAILURE
         }

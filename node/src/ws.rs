@@ -93,6 +93,7 @@ pub async fn upgrade(
         .tokens
         .verify(&token)
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    crate::access::note_caller(&req, crate::access::Caller::User(verified.user.0));
     let caller = state.caller(verified.user).await?;
     let floor = state.store().token_floor(verified.user).await?;
     state.floors.put(verified.user, floor);

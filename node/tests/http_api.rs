@@ -107,12 +107,111 @@ async fn register_login_me_and_token_checks() {
         &jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-entirely"),
     )
     .unwrap();
-    let (s, _) = api.get("/api/v1/me", Some(&wrong_key)).await.unwrap();
+    let (s, b) = api.get("/api/v1/me", Some(&wrong_key)).await.unwrap();
+    assert_eq!(s, 401);
+    assert_eq!(
+        b["error"]["message"], "invalid token",
+        "the secret is not discussed"
+    );
+
+    // Claims of a holder of the secret in the wrong shape are named.
+    let signed = |claims: serde_json::Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(chat_testkit::process::TEST_SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    for (claims, says) in [
+        (
+            json!({"sub": alice.id, "iat": now(), "exp": now() + 60}),
+            "decimal string",
+        ),
+        (
+            json!({"sub": alice.id.to_string(), "exp": now() + 60}),
+            "iat",
+        ),
+        (json!({"iat": now(), "exp": now() + 60}), "sub is missing"),
+        (
+            json!({"sub": "-3", "iat": now(), "exp": now() + 60}),
+            "positive user id",
+        ),
+    ] {
+        let (s, b) = api
+            .get("/api/v1/me", Some(&signed(claims.clone())))
+            .await
+            .unwrap();
+        assert_eq!((s, code(&b)), (401, "unauthorized"), "{claims}");
+        let message = b["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{claims}: {message}");
+    }
+
+    // `chat-node mint-token` mints what the node takes.
+    let out = std::process::Command::new(chat_testkit::process::node_bin())
+        .args([
+            "mint-token",
+            "--user",
+            &alice.id.to_string(),
+            "--ttl",
+            "10m",
+        ])
+        .env("CHAT__AUTH__JWT_SECRET", chat_testkit::process::TEST_SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minted = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (s, me) = api.get("/api/v1/me", Some(&minted)).await.unwrap();
+    assert_eq!((s, me["id"].as_i64()), (200, Some(alice.id)));
+    // A token in the query string of a refused handshake stays out of the log too.
+    let (s, _) = api
+        .get(&format!("/ws?token={wrong_key}"), None)
+        .await
+        .unwrap();
     assert_eq!(s, 401);
 
-    // Tokens and passwords never reach the log.
+    // The access log: route patterns, statuses, callers, reasons of refusals, and no
+    // colour codes in a file.
     let log = node.log_text();
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes in a log file");
+    assert!(
+        log.lines().any(|l| l.contains("chat_node::access")
+            && l.contains("route=/api/v1/me")
+            && l.contains("status=200")
+            && l.contains(&format!("user={}", alice.id))),
+        "an access line of GET /me"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("route=/api/v1/me")
+            && l.contains("status=401")
+            && l.contains("reason=token expired")),
+        "a warning with the reason of a refusal"
+    );
+    assert!(
+        log.contains("signature does not match auth.jwt_secret"),
+        "the log says why"
+    );
+    assert!(log.contains("route=/ws") && log.contains("status=401"));
+    let (_, metrics) = api.get("/metrics", None).await.unwrap();
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chat_http_requests_total{")
+                && l.contains(r#"route="/api/v1/me""#)
+                && l.contains(r#"status="401""#)),
+        "requests counted by route pattern and status"
+    );
+    assert!(metrics.contains("chat_http_request_duration_seconds_bucket{"));
+
+    // Tokens and passwords never reach the log.
     assert!(!log.contains(&alice.token) && !log.contains("password-alice"));
+    assert!(!log.contains(&wrong_key) && !log.contains(&minted));
     drop(node);
     db.drop_now().await.unwrap();
 }
