@@ -62,7 +62,7 @@ impl From<StoreError> for ChatError {
             StoreError::Conflict(what) => {
                 ChatError::new(ErrorCode::Conflict, format!("{what} is taken"))
             }
-            StoreError::Unavailable(_) | StoreError::Migration(_) => {
+            StoreError::Unavailable(_) | StoreError::Migration(_) | StoreError::NoDatabase(_) => {
                 tracing::error!(error = %e, "store call failed");
                 ChatError::unavailable()
             }

@@ -164,6 +164,8 @@ pub struct Database {
     pub acquire_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub statement_timeout: Duration,
+    /// Migrate a database that holds tables of something else (refused by default).
+    pub allow_foreign_schema: bool,
 }
 
 /// Which bus carries events between nodes.

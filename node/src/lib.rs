@@ -49,6 +49,8 @@ pub enum NodeError {
     Metrics(String),
     #[error("notifications: {0}")]
     Notify(String),
+    #[error("database: {0}")]
+    Database(String),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -128,6 +130,21 @@ async fn connect_store(settings: &Settings) -> Result<Store, NodeError> {
     loop {
         match Store::connect(&cfg).await {
             Ok(store) => return Ok(store),
+            Err(chat_store::StoreError::NoDatabase(why)) => {
+                let name = settings
+                    .database
+                    .url
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.split('?').next())
+                    .unwrap_or("chat")
+                    .to_string();
+                return Err(NodeError::Database(format!(
+                    "{why}: the server at database.url answers but has no database {name:?}; \
+                     create it (e.g. `createdb {name}` or `psql -c 'CREATE DATABASE {name}'` \
+                     as a user allowed to) or point database.url at one"
+                )));
+            }
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, "postgres not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -166,6 +183,22 @@ impl ChatNode {
             .notify
             .enabled()
             .then(|| store.queue_notifications());
+        if let Some(tables) = store.foreign_tables().await? {
+            if settings.database.allow_foreign_schema {
+                tracing::warn!(
+                    tables = %tables.join(", "),
+                    "the database holds tables of something else; migrating it anyway \
+                     (database.allow_foreign_schema)"
+                );
+            } else {
+                return Err(NodeError::Database(format!(
+                    "the database holds tables the node did not make ({}) and no record of \
+                     its migrations: point database.url at an empty database of its own, or \
+                     set database.allow_foreign_schema = true to migrate this one anyway",
+                    tables.join(", ")
+                )));
+            }
+        }
         let applied = store.migrate().await?;
         store
             .ensure_partitions(

@@ -1269,3 +1269,78 @@ async fn http_writes_are_rate_limited_per_user_and_groups_need_another_member() 
     drop(node);
     db.drop_now().await.unwrap();
 }
+
+/// Runs the node binary on `url` and returns its exit status and output; it is
+/// expected to stop by itself.
+async fn run_until_exit(url: &str, extra: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(chat_testkit::process::node_bin());
+    cmd.env("CHAT__DATABASE__URL", url)
+        .env("CHAT__AUTH__JWT_SECRET", chat_testkit::process::TEST_SECRET)
+        .env(
+            "CHAT__SERVER__BIND",
+            format!("127.0.0.1:{}", chat_testkit::free_port()),
+        )
+        .kill_on_drop(true);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
+        .await
+        .expect("the node stops by itself")
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[actix_rt::test]
+async fn a_missing_database_and_another_applications_database_are_named_at_start() {
+    let db = TestDb::create().await.unwrap();
+    let missing = format!("{}_nope", db.url);
+    let (ok, text) = run_until_exit(&missing, &[]).await;
+    assert!(!ok);
+    assert!(
+        text.contains("does not exist") && text.contains("CREATE DATABASE"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("retrying"),
+        "no retry loop for a missing database: {text}"
+    );
+
+    let client = db.client().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE invoices (id int)")
+        .await
+        .unwrap();
+    let (ok, text) = run_until_exit(&db.url, &[]).await;
+    assert!(!ok);
+    assert!(
+        text.contains("invoices") && text.contains("allow_foreign_schema"),
+        "{text}"
+    );
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "nothing was migrated");
+    // Told to, it migrates; a second start finds its own history and says nothing.
+    let node = chat_testkit::Node::start(
+        chat_testkit::NodeOptions::new("node-1", &db)
+            .set("CHAT__DATABASE__ALLOW_FOREIGN_SCHEMA", "true"),
+    )
+    .await
+    .unwrap();
+    assert!(node.log_text().contains("migrating it anyway"));
+    drop(node);
+    let node = chat_testkit::Node::start(chat_testkit::NodeOptions::new("node-1", &db))
+        .await
+        .unwrap();
+    drop(node);
+    drop(client);
+    db.drop_now().await.unwrap();
+}

@@ -24,6 +24,9 @@ pub enum StoreError {
     /// Migrations failed at start.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The server answers but has no database of the configured name.
+    #[error("{0}")]
+    NoDatabase(String),
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -44,6 +47,16 @@ impl From<tokio_postgres::Error> for StoreError {
             if db.code() == &tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION {
                 return StoreError::NotFound("referenced row");
             }
+            if db.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME {
+                return StoreError::NoDatabase(db.message().to_string());
+            }
+            // tokio-postgres says only "db error": name what the server said.
+            return StoreError::Unavailable(format!(
+                "{} ({}): {}",
+                db.message(),
+                db.code().code(),
+                db.detail().unwrap_or("")
+            ));
         }
         StoreError::Unavailable(e.to_string())
     }
@@ -51,6 +64,9 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
+        if let deadpool_postgres::PoolError::Backend(e) = e {
+            return StoreError::from(e);
+        }
         StoreError::Unavailable(e.to_string())
     }
 }

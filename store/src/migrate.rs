@@ -24,3 +24,23 @@ pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
         .await?;
     Ok(result?.applied_migrations().len())
 }
+
+/// Tables of the `public` schema when the database holds some but no record of the
+/// node's migrations (another application's database); `None` for an empty database
+/// or one the node migrated before.
+pub async fn foreign_tables(pool: &Pool) -> Result<Option<Vec<String>>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables
+                             WHERE schemaname = 'public' AND tablename = 'refinery_schema_history')
+                    AS migrated,
+                    ARRAY(SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'
+                           ORDER BY tablename LIMIT 5) AS tables",
+            &[],
+        )
+        .await?;
+    let migrated: bool = row.try_get("migrated")?;
+    let tables: Vec<String> = row.try_get("tables")?;
+    Ok((!migrated && !tables.is_empty()).then_some(tables))
+}

@@ -147,6 +147,12 @@ impl Store {
         self.dedupe_window
     }
 
+    /// Tables of another application in the database (see
+    /// [`crate::migrate::foreign_tables`]).
+    pub async fn foreign_tables(&self) -> Result<Option<Vec<String>>, StoreError> {
+        crate::migrate::foreign_tables(&self.pool).await
+    }
+
     /// Applies pending migrations; returns how many were applied.
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         crate::migrate::migrate(&self.pool).await
