@@ -8,7 +8,8 @@
 # config/haproxy.cfg rewritten for N servers. Postgres and Redis are installed and
 # started if needed; database `chat` is created. Logs, the generated HAProxy config and
 # the pid file are under .run/cluster/. node-1 starts (and migrates the database) first,
-# the others once it is ready.
+# the others once it is ready. A Redis the script had to start is stopped with the
+# cluster; one that was running already is left alone.
 #
 # Environment:
 #   CLUSTER_LB_PORT       HAProxy port (8080)
@@ -195,6 +196,12 @@ haproxy -c -q -f "$RUN_DIR/haproxy.cfg" || die "generated $RUN_DIR/haproxy.cfg i
 echo "$$ cluster.sh" >"$PIDS_FILE"
 if ((detached)); then
     : >"$PIDS_FILE" # no foreground script to ask
+fi
+# A Redis this script started is stopped with the cluster (last, after the nodes);
+# one that was running before is left alone.
+if [[ -n "${CHAT_REDIS_STARTED_PID:-}" ]]; then
+    echo "$CHAT_REDIS_STARTED_PID redis-server" >>"$PIDS_FILE"
+    CHAT_STARTED_PIDS+=("$CHAT_REDIS_STARTED_PID")
 fi
 
 start_node() {

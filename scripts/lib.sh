@@ -436,6 +436,7 @@ _redis_ready() {
 # answering on 127.0.0.1:CHAT_REDIS_PORT, started without persistence if needed.
 ensure_redis() {
     local installed_now=0 i
+    CHAT_REDIS_STARTED_PID=""
     if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
         apt_install redis-server redis-tools
         installed_now=1
@@ -453,10 +454,14 @@ ensure_redis() {
         done
     fi
     log "starting redis-server on 127.0.0.1:$CHAT_REDIS_PORT"
+    local pidfile="${TMPDIR:-/tmp}/chat-redis-$CHAT_REDIS_PORT.pid"
+    rm -f "$pidfile"
     (cd / && redis-server --daemonize yes --bind 127.0.0.1 --port "$CHAT_REDIS_PORT" \
-        --save "" --appendonly no >/dev/null) || die "redis-server failed to start"
+        --save "" --appendonly no --pidfile "$pidfile" >/dev/null) || die "redis-server failed to start"
     wait_until "$CHAT_WAIT_S" "Redis on 127.0.0.1:$CHAT_REDIS_PORT" _redis_ready ||
         die "Redis does not answer on 127.0.0.1:$CHAT_REDIS_PORT"
+    # The caller may stop what it started (scripts/cluster.sh does).
+    CHAT_REDIS_STARTED_PID="$(cat "$pidfile" 2>/dev/null || true)"
 }
 
 # ensure_haproxy: the haproxy binary installed (it is started by the scripts that use it).

@@ -39,18 +39,32 @@ pub enum Channel {
     Audience(AudienceKey),
 }
 
+/// The default first word of every Redis name (`bus.channel_prefix`).
+pub const DEFAULT_PREFIX: &str = "chat";
+
 impl Channel {
+    /// Its Redis name with the default prefix.
     pub fn name(&self) -> String {
+        self.name_in(DEFAULT_PREFIX)
+    }
+
+    /// Its Redis name in the cluster whose names start with `prefix`.
+    pub fn name_in(&self, prefix: &str) -> String {
         match self {
-            Channel::Conversation(c) => format!("chat:c:{c}"),
-            Channel::User(u) => format!("chat:u:{u}"),
-            Channel::Audience(a) => format!("chat:a:{a}"),
+            Channel::Conversation(c) => format!("{prefix}:c:{c}"),
+            Channel::User(u) => format!("{prefix}:u:{u}"),
+            Channel::Audience(a) => format!("{prefix}:a:{a}"),
         }
     }
 
-    /// The channel of a Redis channel name, if it is one of ours.
+    /// The channel of a Redis channel name with the default prefix.
     pub fn parse(name: &str) -> Option<Channel> {
-        let rest = name.strip_prefix("chat:")?;
+        Self::parse_in(DEFAULT_PREFIX, name)
+    }
+
+    /// The channel of a Redis channel name, if it is one of the cluster of `prefix`.
+    pub fn parse_in(prefix: &str, name: &str) -> Option<Channel> {
+        let rest = name.strip_prefix(prefix)?.strip_prefix(':')?;
         let (kind, id) = rest.split_once(':')?;
         match kind {
             "c" => id.parse().ok().map(|i| Channel::Conversation(ConvId(i))),
@@ -150,7 +164,7 @@ pub enum BusNotice {
     Missed { channels: Option<Vec<Channel>> },
 }
 
-/// What a node tells the others on [`NODES_CHANNEL`] when it could not publish events.
+/// What a node tells the others on [`nodes_channel`] when it could not publish events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DropNotice {
     pub origin: String,
@@ -159,8 +173,10 @@ pub struct DropNotice {
     pub channels: Option<Vec<String>>,
 }
 
-/// The channel every node listens to for [`DropNotice`]s.
-pub const NODES_CHANNEL: &str = "chat:n";
+/// The channel every node of the cluster of `prefix` listens to for [`DropNotice`]s.
+pub fn nodes_channel(prefix: &str) -> String {
+    format!("{prefix}:n")
+}
 
 /// Why the bus could not start.
 #[derive(Debug, thiserror::Error)]

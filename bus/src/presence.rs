@@ -99,21 +99,8 @@ struct RedisPresence {
     live: Mutex<HashSet<String>>,
     /// The first lease was taken.
     leased: std::sync::atomic::AtomicBool,
-}
-
-const INCARNATIONS: &str = "chat:pi";
-
-fn lease_key(inc: &str) -> String {
-    format!("chat:pl:{inc}")
-}
-fn node_key(inc: &str) -> String {
-    format!("chat:pn:{inc}")
-}
-fn user_key(user: UserId) -> String {
-    format!("chat:ps:{user}")
-}
-fn flag_key(user: UserId) -> String {
-    format!("chat:pa:{user}")
+    /// The first word of every key (`bus.channel_prefix`).
+    prefix: String,
 }
 
 /// Clears the announced flag if the user has no socket left; 1 when it was set (the
@@ -155,6 +142,7 @@ impl Presence {
     /// Presence on Redis, with leases of `lease`. Takes its first lease at once.
     pub async fn redis(
         url: &str,
+        prefix: &str,
         node: String,
         lease: Duration,
     ) -> Result<Presence, PresenceError> {
@@ -173,6 +161,7 @@ impl Presence {
                     incarnation: Mutex::new(inc.clone()),
                     live: Mutex::new(HashSet::from([inc])),
                     leased: std::sync::atomic::AtomicBool::new(false),
+                    prefix: prefix.to_owned(),
                 })),
             }),
         };
@@ -380,6 +369,23 @@ impl Local {
 }
 
 impl RedisPresence {
+    /// Every key of presence starts with the cluster's prefix (`bus.channel_prefix`).
+    fn incarnations_key(&self) -> String {
+        format!("{}:pi", self.prefix)
+    }
+    fn lease_key(&self, inc: &str) -> String {
+        format!("{}:pl:{inc}", self.prefix)
+    }
+    fn node_key(&self, inc: &str) -> String {
+        format!("{}:pn:{inc}", self.prefix)
+    }
+    fn user_key(&self, user: UserId) -> String {
+        format!("{}:ps:{user}", self.prefix)
+    }
+    fn flag_key(&self, user: UserId) -> String {
+        format!("{}:pa:{user}", self.prefix)
+    }
+
     fn incarnation(&self) -> String {
         self.incarnation
             .lock()
@@ -396,7 +402,7 @@ impl RedisPresence {
             return Ok(Vec::new());
         }
         let inc = self.incarnation();
-        let node_set = node_key(&inc);
+        let node_set = self.node_key(&inc);
         let mut pipe = redis::pipe();
         for change in changes {
             match *change {
@@ -406,7 +412,7 @@ impl RedisPresence {
                     since,
                 } => {
                     pipe.cmd("HSET")
-                        .arg(user_key(user))
+                        .arg(self.user_key(user))
                         .arg(format!("{inc}|{session}"))
                         .arg(since)
                         .ignore();
@@ -414,18 +420,18 @@ impl RedisPresence {
                         .arg(&node_set)
                         .arg(format!("{user}|{session}"))
                         .ignore();
-                    pipe.cmd("SET").arg(flag_key(user)).arg(1).arg("GET");
+                    pipe.cmd("SET").arg(self.flag_key(user)).arg(1).arg("GET");
                 }
                 Change::Closed { user, session } => {
                     pipe.cmd("HDEL")
-                        .arg(user_key(user))
+                        .arg(self.user_key(user))
                         .arg(format!("{inc}|{session}"))
                         .ignore();
                     pipe.cmd("SREM")
                         .arg(&node_set)
                         .arg(format!("{user}|{session}"))
                         .ignore();
-                    pipe.cmd("HLEN").arg(user_key(user));
+                    pipe.cmd("HLEN").arg(self.user_key(user));
                 }
             }
         }
@@ -455,8 +461,8 @@ impl RedisPresence {
             pipe.cmd("EVAL")
                 .arg(SETTLE)
                 .arg(2)
-                .arg(user_key(*user))
-                .arg(flag_key(*user));
+                .arg(self.user_key(*user))
+                .arg(self.flag_key(*user));
         }
         let gone: Vec<i64> = pipe.query_async(&mut self.conn()).await?;
         Ok(users
@@ -471,7 +477,7 @@ impl RedisPresence {
         if users.is_empty() {
             return Ok(HashSet::new());
         }
-        let keys: Vec<String> = users.iter().map(|u| flag_key(*u)).collect();
+        let keys: Vec<String> = users.iter().map(|u| self.flag_key(*u)).collect();
         let flags: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut self.conn())
@@ -504,7 +510,7 @@ impl RedisPresence {
         if !unknown.is_empty() {
             let mut pipe = redis::pipe();
             for inc in &unknown {
-                pipe.cmd("EXISTS").arg(lease_key(inc));
+                pipe.cmd("EXISTS").arg(self.lease_key(inc));
             }
             let exists: Vec<i64> = pipe.query_async(&mut self.conn()).await?;
             live.extend(
@@ -527,7 +533,7 @@ impl RedisPresence {
         }
         let mut pipe = redis::pipe();
         for user in users {
-            pipe.cmd("HGETALL").arg(user_key(*user));
+            pipe.cmd("HGETALL").arg(self.user_key(*user));
         }
         let maps: Vec<HashMap<String, i64>> = pipe.query_async(&mut self.conn()).await?;
         let incs: HashSet<String> = maps
@@ -559,7 +565,7 @@ impl RedisPresence {
 
     async fn online_users(&self) -> Result<Vec<UserId>, PresenceError> {
         let incs: HashSet<String> = redis::cmd("SMEMBERS")
-            .arg(INCARNATIONS)
+            .arg(self.incarnations_key())
             .query_async(&mut self.conn())
             .await?;
         let live = self.live_of(&incs).await?;
@@ -568,7 +574,7 @@ impl RedisPresence {
         }
         let mut pipe = redis::pipe();
         for inc in &live {
-            pipe.cmd("SMEMBERS").arg(node_key(inc));
+            pipe.cmd("SMEMBERS").arg(self.node_key(inc));
         }
         let sets: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
         Ok(sets
@@ -582,7 +588,7 @@ impl RedisPresence {
         let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
         let inc = self.incarnation();
         let renewed: Option<String> = redis::cmd("SET")
-            .arg(lease_key(&inc))
+            .arg(self.lease_key(&inc))
             .arg(1)
             .arg("PX")
             .arg(ms)
@@ -609,13 +615,13 @@ impl RedisPresence {
     async fn take_lease(&self, next: &str, ms: u64) -> Result<(), PresenceError> {
         let _: () = redis::pipe()
             .cmd("SET")
-            .arg(lease_key(next))
+            .arg(self.lease_key(next))
             .arg(1)
             .arg("PX")
             .arg(ms)
             .ignore()
             .cmd("SADD")
-            .arg(INCARNATIONS)
+            .arg(self.incarnations_key())
             .arg(next)
             .ignore()
             .query_async(&mut self.conn())
@@ -630,13 +636,13 @@ impl RedisPresence {
 
     async fn sweep(&self, lease: Duration) -> Result<Vec<UserId>, PresenceError> {
         let incs: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(INCARNATIONS)
+            .arg(self.incarnations_key())
             .query_async(&mut self.conn())
             .await?;
         let own = self.incarnation();
         let mut pipe = redis::pipe();
         for inc in &incs {
-            pipe.cmd("EXISTS").arg(lease_key(inc));
+            pipe.cmd("EXISTS").arg(self.lease_key(inc));
         }
         let exists: Vec<i64> = if incs.is_empty() {
             Vec::new()
@@ -658,7 +664,7 @@ impl RedisPresence {
         for inc in dead {
             // One sweeper per dead incarnation.
             let claimed: Option<String> = redis::cmd("SET")
-                .arg(format!("chat:pr:{inc}"))
+                .arg(format!("{}:pr:{inc}", self.prefix))
                 .arg(&own)
                 .arg("NX")
                 .arg("PX")
@@ -675,7 +681,7 @@ impl RedisPresence {
     /// Removes every socket of incarnation `inc`; returns the users left with none.
     async fn reap(&self, inc: &str) -> Result<Vec<UserId>, PresenceError> {
         let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(node_key(inc))
+            .arg(self.node_key(inc))
             .query_async(&mut self.conn())
             .await?;
         let mut users = Vec::new();
@@ -688,14 +694,17 @@ impl RedisPresence {
                 continue;
             };
             pipe.cmd("HDEL")
-                .arg(user_key(UserId(user)))
+                .arg(self.user_key(UserId(user)))
                 .arg(format!("{inc}|{session}"))
                 .ignore();
             users.push(UserId(user));
         }
-        pipe.cmd("DEL").arg(node_key(inc)).ignore();
-        pipe.cmd("DEL").arg(lease_key(inc)).ignore();
-        pipe.cmd("SREM").arg(INCARNATIONS).arg(inc).ignore();
+        pipe.cmd("DEL").arg(self.node_key(inc)).ignore();
+        pipe.cmd("DEL").arg(self.lease_key(inc)).ignore();
+        pipe.cmd("SREM")
+            .arg(self.incarnations_key())
+            .arg(inc)
+            .ignore();
         let _: () = pipe.query_async(&mut self.conn()).await?;
         users.sort();
         users.dedup();

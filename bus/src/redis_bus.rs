@@ -7,10 +7,10 @@
 //!
 //! An event that cannot be published (the queue is full, or Redis fails the pipeline)
 //! is not dropped in silence: its channel is remembered, and the next pipeline that
-//! goes through starts with a [`DropNotice`] on [`NODES_CHANNEL`], which every node
+//! goes through starts with a [`DropNotice`] on [`nodes_channel`](crate::nodes_channel), which every node
 //! listens to; the nodes with sessions concerned tell them to `resync`.
 
-use crate::{Bus, BusError, BusNotice, Channel, DropNotice, Envelope, Event, NODES_CHANNEL};
+use crate::{nodes_channel, Bus, BusError, BusNotice, Channel, DropNotice, Envelope, Event};
 use futures_util::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,6 +147,8 @@ enum Command {
 
 /// Redis pub/sub bus (`bus.kind = "redis"`).
 pub struct RedisBus {
+    /// The first word of every channel name (`bus.channel_prefix`).
+    prefix: Arc<str>,
     origin: String,
     publish_tx: mpsc::Sender<Out>,
     command_tx: mpsc::UnboundedSender<Command>,
@@ -159,9 +161,11 @@ impl RedisBus {
     /// nodes, and connection changes, arrive on `notices`.
     pub async fn start(
         url: &str,
+        prefix: &str,
         origin: String,
         notices: mpsc::UnboundedSender<BusNotice>,
     ) -> Result<RedisBus, BusError> {
+        let prefix: Arc<str> = Arc::from(prefix);
         let client = redis::Client::open(url)?;
         let up = Arc::new(AtomicBool::new(false));
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
@@ -169,18 +173,21 @@ impl RedisBus {
         let drops = Arc::new(DropLog::default());
         tokio::spawn(publisher(
             client.clone(),
+            prefix.clone(),
             origin.clone(),
             publish_rx,
             drops.clone(),
         ));
         tokio::spawn(subscriber(
             client,
+            prefix.clone(),
             origin.clone(),
             command_rx,
             notices,
             up.clone(),
         ));
         Ok(RedisBus {
+            prefix,
             origin,
             publish_tx,
             command_tx,
@@ -200,7 +207,7 @@ impl Bus for RedisBus {
             return;
         };
         let out = Outgoing {
-            channel: channel.name(),
+            channel: channel.name_in(&self.prefix),
             payload,
             tell: event.must_be_told_if_lost(),
         };
@@ -246,6 +253,7 @@ impl Bus for RedisBus {
 
 async fn publisher(
     client: redis::Client,
+    prefix: Arc<str>,
     origin: String,
     mut rx: mpsc::Receiver<Out>,
     log: Arc<DropLog>,
@@ -310,7 +318,10 @@ async fn publisher(
             let notice = drops.notice(&origin);
             let mut pipe = redis::pipe();
             if let Some(notice) = &notice {
-                pipe.cmd("PUBLISH").arg(NODES_CHANNEL).arg(notice).ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(nodes_channel(&prefix))
+                    .arg(notice)
+                    .ignore();
             }
             let mut flushes = Vec::new();
             let mut n = 0;
@@ -373,6 +384,7 @@ async fn publisher(
 
 async fn subscriber(
     client: redis::Client,
+    prefix: Arc<str>,
     origin: String,
     mut commands: mpsc::UnboundedReceiver<Command>,
     notices: mpsc::UnboundedSender<BusNotice>,
@@ -403,8 +415,8 @@ async fn subscriber(
         while let Ok(cmd) = commands.try_recv() {
             apply(&mut wanted, cmd);
         }
-        let mut names: Vec<String> = wanted.iter().map(Channel::name).collect();
-        names.push(NODES_CHANNEL.to_owned());
+        let mut names: Vec<String> = wanted.iter().map(|c| c.name_in(&prefix)).collect();
+        names.push(nodes_channel(&prefix));
         if let Err(error) = answered(sink.subscribe(&names)).await {
             tracing::warn!(%error, "bus resubscribe failed");
             tokio::time::sleep(backoff).await;
@@ -432,8 +444,8 @@ async fn subscriber(
                     // Each (un)subscribe is awaited before the next command: a
                     // confirmation comes after every subscribe asked before it.
                     let r = match &cmd {
-                        Command::Subscribe(ch) if !wanted.contains(ch) => answered(sink.subscribe(ch.name())).await,
-                        Command::Unsubscribe(ch) if wanted.contains(ch) => answered(sink.unsubscribe(ch.name())).await,
+                        Command::Subscribe(ch) if !wanted.contains(ch) => answered(sink.subscribe(ch.name_in(&prefix))).await,
+                        Command::Unsubscribe(ch) if wanted.contains(ch) => answered(sink.unsubscribe(ch.name_in(&prefix))).await,
                         _ => Ok(()),
                     };
                     // Kept wanted either way: a failed one is made on resubscribing.
@@ -446,14 +458,14 @@ async fn subscriber(
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
                     metrics::counter!(crate::metrics::RECEIVES_TOTAL).increment(1);
-                    if msg.get_channel_name() == NODES_CHANNEL {
-                        let Some(notice) = drop_notice(&msg, &origin) else { continue };
+                    if msg.get_channel_name() == nodes_channel(&prefix) {
+                        let Some(notice) = drop_notice(&msg, &prefix, &origin) else { continue };
                         if notices.send(notice).is_err() {
                             return;
                         }
                         continue;
                     }
-                    let Some(channel) = Channel::parse(msg.get_channel_name()) else { continue };
+                    let Some(channel) = Channel::parse_in(&prefix, msg.get_channel_name()) else { continue };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     let Ok(envelope) = serde_json::from_str::<Envelope>(&payload) else {
                         tracing::warn!(channel = %channel, "unreadable bus event");
@@ -489,7 +501,7 @@ async fn answered(
 }
 
 /// The notice of another node's [`DropNotice`], if it is one.
-fn drop_notice(msg: &redis::Msg, origin: &str) -> Option<BusNotice> {
+fn drop_notice(msg: &redis::Msg, prefix: &str, origin: &str) -> Option<BusNotice> {
     let payload = msg.get_payload::<String>().ok()?;
     let Ok(notice) = serde_json::from_str::<DropNotice>(&payload) else {
         tracing::warn!("unreadable drop notice");
@@ -501,9 +513,12 @@ fn drop_notice(msg: &redis::Msg, origin: &str) -> Option<BusNotice> {
     metrics::counter!(crate::metrics::DROP_NOTICES_RECEIVED_TOTAL).increment(1);
     tracing::info!(from = %notice.origin, channels = ?notice.channels.as_ref().map(Vec::len), "another node dropped bus events");
     Some(BusNotice::Missed {
-        channels: notice
-            .channels
-            .map(|names| names.iter().filter_map(|n| Channel::parse(n)).collect()),
+        channels: notice.channels.map(|names| {
+            names
+                .iter()
+                .filter_map(|n| Channel::parse_in(prefix, n))
+                .collect()
+        }),
     })
 }
 

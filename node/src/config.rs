@@ -180,6 +180,9 @@ pub enum BusKind {
 #[serde(deny_unknown_fields)]
 pub struct Bus {
     pub kind: BusKind,
+    /// The first word of every Redis channel and key of this cluster: clusters that
+    /// share one Redis with different prefixes never hear each other.
+    pub channel_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -440,6 +443,18 @@ impl Settings {
             return fail(
                 "retention.dedupe_window",
                 "must not exceed retention.normal_ttl or retention.important_ttl",
+            );
+        }
+        let prefix = &self.bus.channel_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 32
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        {
+            return fail(
+                "bus.channel_prefix",
+                "must be 1..32 characters of letters, digits, '_', '-' or '.'",
             );
         }
         if self.presence.lease < Duration::from_secs(1) {

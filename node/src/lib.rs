@@ -216,7 +216,13 @@ impl ChatNode {
         let bus: Arc<dyn Bus> = match settings.bus.kind {
             BusKind::Local => Arc::new(LocalBus),
             BusKind::Redis => Arc::new(
-                RedisBus::start(&settings.redis.url, settings.node.id.clone(), notice_tx).await?,
+                RedisBus::start(
+                    &settings.redis.url,
+                    &settings.bus.channel_prefix,
+                    settings.node.id.clone(),
+                    notice_tx,
+                )
+                .await?,
             ),
         };
 
@@ -236,6 +242,7 @@ impl ChatNode {
             BusKind::Redis => {
                 Presence::redis(
                     &settings.redis.url,
+                    &settings.bus.channel_prefix,
                     settings.node.id.clone(),
                     settings.presence.lease,
                 )
