@@ -427,6 +427,35 @@ async fn a_long_outage_fills_the_queue_no_further_than_max_pending() {
         .wait_until(T, |t| ids(t).into_iter().collect::<BTreeSet<_>>() == newest)
         .await
         .unwrap_or_else(|e| panic!("{e}: {:?}", ids(&receiver.taken())));
+
+    // A deleted sender's undelivered notifications go with them (their previews hold
+    // what they wrote).
+    receiver.stop().await;
+    send(&api, &ta, conv, "last", &json!({"body": "to be erased"})).await;
+    let count = || async {
+        client
+            .query_one("SELECT count(*) FROM notify_outbox", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let deadline = std::time::Instant::now() + T;
+    while count().await != 1 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alice = api.get("/api/v1/me", Some(&ta)).await.unwrap().1["id"]
+        .as_i64()
+        .unwrap();
+    let (s, b) = api
+        .delete(
+            &format!("/api/v1/service/users/{alice}"),
+            Some(chat_testkit::process::SERVICE_KEY),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(count().await, 0);
     drop(nodes);
     db.drop_now().await.unwrap();
 }

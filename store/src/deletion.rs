@@ -48,6 +48,11 @@ const ERASE_MESSAGES: &str = "UPDATE messages SET body = '', attach = NULL, ment
      WHERE sender = $1 AND kind <> 'system'
        AND (body <> '' OR attach IS NOT NULL OR mentions IS NOT NULL)";
 
+/// Notifications not yet delivered that name the user, as sender (their preview holds
+/// the erased text) or as recipient (nobody is left to push to).
+const DROP_NOTIFICATIONS: &str = "DELETE FROM notify_outbox
+     WHERE (body->>'sender')::bigint = $1 OR (body->>'user')::bigint = $1";
+
 const GROUPS_OF: &str = "SELECT m.conv FROM members m JOIN conversations c ON c.id = m.conv
      WHERE m.user_id = $1 AND c.kind = 'group' ORDER BY m.conv";
 
@@ -118,6 +123,8 @@ impl Store {
         } else {
             0
         };
+        let stmt = tx.prepare_cached(DROP_NOTIFICATIONS).await?;
+        tx.execute(&stmt, &[&user.0]).await?;
         tx.commit().await?;
         Ok(Deleted { erased, events })
     }

@@ -36,7 +36,7 @@ const CLAIM_QUEUE: &str = "DELETE FROM notify_queue q
 /// The members to tell of each claimed message (`$1` convs, `$2` seqs, `$3` one
 /// member or NULL for all, `$4` the stored time, which finds the message's
 /// partition): not its sender, not a member added after it, not one who read it, not
-/// one who muted the conversation.
+/// one who muted the conversation; nobody for a message of a user deleted since.
 const CANDIDATES: &str = concat!(
     "SELECT ",
     message_columns!("x"),
@@ -49,6 +49,7 @@ const CANDIDATES: &str = concat!(
         WHERE x.conv = k.conv AND x.seq = k.seq AND x.created_at = k.stored_at LIMIT 1) x
   JOIN members m ON m.conv = k.conv AND (k.only_user IS NULL OR m.user_id = k.only_user)
  WHERE m.user_id <> x.sender AND m.user_id <> 0
+   AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = x.sender AND u.deleted_at IS NOT NULL)
    AND m.joined_seq < k.seq
    AND m.read_seq < k.seq
    AND (m.muted_until IS NULL OR m.muted_until <= now())
