@@ -11,7 +11,8 @@
 #   bench       a seconds-long smoke of every bench scenario (target/debug/bench --smoke all-new)
 #   chaos       the quick fault run (target/debug/chaos --quick): about 3 minutes, its own
 #               Postgres, Redis, three nodes and HAProxy; fails on any broken invariant
-#   fuzz        schemathesis against the OpenAPI document of one running node
+#   fuzz        openapi-spec-validator on the OpenAPI document of one running node, then
+#               schemathesis against it
 #
 #   scripts/test.sh
 #
@@ -39,6 +40,7 @@ RUN_DIR="$CHAT_ROOT/.run"
 CHAT_VENV="${CHAT_VENV:-$RUN_DIR/venv}"
 export CHAT_VENV
 SCHEMATHESIS_SPEC='schemathesis>=4.32,<5'
+OAS_VALIDATOR_SPEC='openapi-spec-validator>=0.7,<1'
 FUZZ_DB=chat_t_fuzz
 
 cleanup() {
@@ -197,6 +199,17 @@ body="${answer%$'\n'*}"
     die "POST /api/v1/auth/register answered $status: $body"
 token="$("$CHAT_VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["token"])' <<<"$body")" ||
     die "no token in the answer of POST /api/v1/auth/register: $body"
+
+# The document itself, by a standard validator (OpenAPI 3.1 schema and rules).
+if ! "$CHAT_VENV/bin/python" -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+    log "installing $OAS_VALIDATOR_SPEC into $CHAT_VENV"
+    "$CHAT_VENV/bin/pip" install -q --disable-pip-version-check "$OAS_VALIDATOR_SPEC" ||
+        die "pip install openapi-spec-validator failed"
+fi
+curl -sS -m 10 -o "$RUN_DIR/fuzz/openapi.json" "$base/api/v1/openapi.json" ||
+    die "GET /api/v1/openapi.json failed"
+"$CHAT_VENV/bin/openapi-spec-validator" "$RUN_DIR/fuzz/openapi.json" ||
+    die "the OpenAPI document is not valid ($RUN_DIR/fuzz/openapi.json)"
 
 # Run from .run/fuzz: schemathesis and hypothesis leave .schemathesis/ and .hypothesis/
 # in the working directory.

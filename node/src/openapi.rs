@@ -60,7 +60,7 @@ use utoipa::{Modify, OpenApi};
         crate::ops::readyz,
     ),
     components(schemas(chat_wire::NotificationBatch, chat_wire::Notification)),
-    modifiers(&BearerAuth, &NotifyWebhook),
+    modifiers(&BearerAuth, &NotifyWebhook, &Describe),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "users", description = "Finding users"),
@@ -149,6 +149,67 @@ impl Modify for NotifyWebhook {
             PathItem::new(HttpMethod::Post, op),
         );
         openapi.webhooks = Some(hooks);
+    }
+}
+
+/// What standard validators ask of the document: every response object has a
+/// `description` (one declared without gets its status's name, and for errors the
+/// contract's codes), and operation ids are unique (the tag in front of the handler's
+/// name).
+struct Describe;
+
+fn described(status: &str) -> String {
+    let name = status
+        .parse::<u16>()
+        .ok()
+        .and_then(|s| actix_web::http::StatusCode::from_u16(s).ok())
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Answer");
+    match status {
+        "400" => format!("{name}: malformed JSON, wrong types, a value outside its rule (`bad_request`)"),
+        "401" => format!("{name}: no token, or a token refused (`unauthorized`)"),
+        "403" => format!("{name}: not allowed to the caller (`forbidden`, `not_member`)"),
+        "404" => format!("{name}: no such thing (`not_found`)"),
+        "409" => format!("{name}: taken or over a limit (`conflict`)"),
+        "413" => format!("{name}: over a size limit (`too_large`)"),
+        "429" => format!("{name}: over a rate limit (`rate_limited`)"),
+        "503" => format!("{name}: the node cannot answer now; retry (`unavailable`)"),
+        _ => name.to_owned(),
+    }
+}
+
+impl Modify for Describe {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+                &mut item.options,
+            ];
+            for op in ops.into_iter().flatten() {
+                // Handlers of different modules share names (`list`, `send`, `mute`):
+                // ids are unique with the operation's tag in front.
+                if let (Some(id), Some(tag)) =
+                    (op.operation_id.as_mut(), op.tags.as_ref().and_then(|t| t.first()))
+                {
+                    if !id.starts_with(&format!("{tag}_")) {
+                        *id = format!("{tag}_{id}");
+                    }
+                }
+                for (status, resp) in op.responses.responses.iter_mut() {
+                    if let RefOr::T(r) = resp {
+                        if r.description.trim().is_empty() {
+                            r.description = described(status);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
