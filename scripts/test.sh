@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Everything CI checks, in order; exits non-zero on the first failure:
 #   services    Postgres, Redis, HAProxy, the redis-server binary (installed if missing)
-#   cleanup     drops leftover test databases chat_t_*
+#   cleanup     drops this checkout's test databases left by an earlier run that died
 #   static      container files (scripts/check-compose.sh), config/haproxy.cfg, shellcheck
 #   fmt         cargo fmt --all -- --check
 #   clippy      cargo clippy --workspace --all-targets -- -D warnings
 #   build       cargo build --workspace --bins
-#   test        cargo test --workspace -- --test-threads=2
+#   test        cargo test --workspace --no-fail-fast -- --test-threads=2, then a summary
 #   js          the JavaScript client's tests (clients/js, node --test) against a real node
 #   bench       a seconds-long smoke of every bench scenario (target/debug/bench --smoke all-new)
 #   chaos       the quick fault run (target/debug/chaos --quick): about 3 minutes, its own
@@ -30,7 +30,8 @@
 #   CHAT_NODE_BIN      node binary for the fuzz step (target/debug/chat-node)
 #   CHAT_VENV          Python venv for schemathesis and PyYAML (.run/venv)
 #   CHAT_PG_*          Postgres address and login, see scripts/lib.sh
-# Exported to the tests: CHAT_TEST_DATABASE_URL (admin URL on which they create chat_t_*).
+# Exported to the tests: CHAT_TEST_DATABASE_URL (admin URL on which they create
+# databases) and CHAT_TEST_DB_PREFIX (chat_t_r<pid>: the names of this run's databases).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -47,6 +48,9 @@ cleanup() {
     local rc=$?
     trap - EXIT
     stop_started
+    if [[ -n "${CHAT_TEST_DB_PREFIX:-}" ]] && command -v psql >/dev/null 2>&1; then
+        drop_databases_like "$(like_prefix "$CHAT_TEST_DB_PREFIX")" >/dev/null 2>&1 || true
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
@@ -56,6 +60,25 @@ trap 'exit 143' TERM
 step_started=$SECONDS
 step() {
     section "$* ($(date +%H:%M:%S), +$((SECONDS - step_started))s)"
+}
+
+# summarize_tests OUTPUT LOGS: one closing summary of a cargo test output.
+summarize_tests() {
+    local out=$1 logs=$2 passed failed ignored
+    read -r passed failed ignored < <(awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i + 1) ~ /^passed/) p += $i
+            if ($(i + 1) ~ /^failed/) f += $i
+            if ($(i + 1) ~ /^ignored/) g += $i
+        }
+    } END { print p + 0, f + 0, g + 0 }' "$out")
+    section "tests: $((passed + failed)) run, $passed passed, $failed failed, $ignored ignored"
+    if ((failed > 0)); then
+        echo "failed:"
+        grep -E '^test .* \.\.\. FAILED$' "$out" | sed -E 's/^test (.*) \.\.\. FAILED$/  \1/' || true
+        echo "their messages are in $out (search for '---- <name> stdout ----');"
+        echo "the logs of the node processes they started are in $logs/"
+    fi
 }
 
 # want STEP: true when STEP is to run (all of them unless STEPS names some).
@@ -71,14 +94,29 @@ ensure_postgres
 ensure_redis
 ensure_haproxy
 export CHAT_TEST_DATABASE_URL="${CHAT_TEST_DATABASE_URL:-$CHAT_PG_ADMIN_URL}"
-export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# A failing test prints its message and place, not a 40-frame trace (RUST_BACKTRACE=1
+# brings them back).
+export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 echo "postgres $CHAT_PG_HOST:$CHAT_PG_PORT, redis 127.0.0.1:$CHAT_REDIS_PORT," \
     "$(redis-server --version | cut -d' ' -f3), $(haproxy -v | head -n 1 | cut -d' ' -f1-3), $(cargo --version)"
 
+# Test databases of this run are named $CHAT_TEST_DB_PREFIX_*; the run drops its own
+# at the end, and a run that died is cleaned up by the next run of this checkout (its
+# prefix is kept in .run/test-db-prefix). Other people's databases on the same server
+# are never touched.
+mkdir -p "$RUN_DIR"
+like_prefix() { printf '%s\\_%%' "${1//_/\\_}"; }
 if want cleanup; then
-    step "cleanup: leftover test databases"
-    echo "dropped $(drop_databases_like 'chat\_t\_%') database(s) named chat_t_*"
+    step "cleanup: this checkout's leftover test databases"
+    if [[ -s "$RUN_DIR/test-db-prefix" ]]; then
+        previous="$(cat "$RUN_DIR/test-db-prefix")"
+        echo "dropped $(drop_databases_like "$(like_prefix "$previous")") database(s) named ${previous}_* of an earlier run"
+    else
+        echo "no earlier run recorded"
+    fi
 fi
+export CHAT_TEST_DB_PREFIX="${CHAT_TEST_DB_PREFIX:-chat_t_r$$}"
+echo "$CHAT_TEST_DB_PREFIX" >"$RUN_DIR/test-db-prefix"
 
 # ---------------------------------------------------------------------------------------
 if want static; then
@@ -111,9 +149,18 @@ if want build; then
 fi
 
 if want test; then
-    step "test: cargo test --workspace -- --test-threads=${TEST_THREADS:-2}"
+    step "test: cargo test --workspace --no-fail-fast -- --test-threads=${TEST_THREADS:-2}"
+    # Node processes of the tests log to target/test-logs/, one file per node: cleared
+    # here, so what is there after a run is this run's.
+    test_logs="${CARGO_TARGET_DIR:-$CHAT_ROOT/target}/test-logs"
+    rm -rf "$test_logs"
+    test_out="$RUN_DIR/cargo-test.log"
+    test_rc=0
     # shellcheck disable=SC2086 # CARGO_TEST_ARGS is a list of words on purpose
-    cargo test --workspace -- --test-threads="${TEST_THREADS:-2}" ${CARGO_TEST_ARGS:-}
+    cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" ${CARGO_TEST_ARGS:-} 2>&1 |
+        tee "$test_out" || test_rc=$?
+    summarize_tests "$test_out" "$test_logs"
+    ((test_rc == 0)) || die "tests failed (exit $test_rc); output in $test_out, node logs in $test_logs"
 fi
 
 if want js; then

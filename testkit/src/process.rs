@@ -53,8 +53,17 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> Result<TestDb> {
+        // A run of scripts/test.sh names its own prefix, and drops only its own.
+        let prefix = std::env::var("CHAT_TEST_DB_PREFIX")
+            .ok()
+            .filter(|p| {
+                !p.is_empty()
+                    && p.len() <= 32
+                    && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .unwrap_or_else(|| "chat_t".to_owned());
         let name = format!(
-            "chat_t_{}_{:08x}",
+            "{prefix}_{}_{:08x}",
             std::process::id(),
             rand::rng().random::<u32>()
         );
