@@ -258,8 +258,29 @@ ensure_rust() {
         fi
     fi
     command -v cargo >/dev/null 2>&1 ||
-        die "cargo not found (neither on PATH nor in ~/.cargo/bin): install a Rust toolchain with rustup first"
+        die "cargo not found (neither on PATH nor in ~/.cargo/bin): install Rust $CHAT_RUST_MIN or newer with rustup (https://rustup.rs), not the distribution's cargo"
+    local have major minor
+    have="$(rustc --version 2>/dev/null | awk '{print $2}')"
+    IFS=. read -r major minor _ <<<"$have"
+    local want_major want_minor
+    IFS=. read -r want_major want_minor _ <<<"$CHAT_RUST_MIN"
+    if [[ -z "$have" ]] || ((major < want_major || (major == want_major && minor < want_minor))); then
+        die "Rust ${have:-?} is too old: the workspace needs $CHAT_RUST_MIN or newer (rustup update stable)"
+    fi
+    # Crates with C parts (ring-like, libc) and the linker itself need a C toolchain.
+    if ! command -v cc >/dev/null 2>&1; then
+        apt_install gcc libc6-dev
+    fi
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            rustup component add rustfmt clippy >/dev/null 2>&1 ||
+                log "rustup component add rustfmt clippy failed"
+        fi
+    fi
 }
+
+# The oldest Rust the workspace builds with (its rust-version).
+CHAT_RUST_MIN=1.92
 
 # ---------------------------------------------------------------------------------------
 # Node configuration
@@ -317,9 +338,14 @@ _pg_login_ok() {
     _psql "$CHAT_PG_ADMIN_URL" -Atc 'SELECT 1' >/dev/null 2>&1
 }
 
-# Run psql as the local `postgres` OS user over the Unix socket (peer authentication).
+# Run psql as the local `postgres` OS user over the Unix socket (peer authentication):
+# runuser as root, sudo otherwise (runuser refuses other users).
 _psql_as_postgres() {
-    (cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$CHAT_PG_PORT" "$@")
+    if [[ "$(id -u)" -eq 0 ]]; then
+        (cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$CHAT_PG_PORT" "$@")
+    else
+        (cd / && sudo -n -u postgres psql -X -q -v ON_ERROR_STOP=1 -p "$CHAT_PG_PORT" "$@")
+    fi
 }
 
 _pg_set_password() {
@@ -372,12 +398,18 @@ ensure_postgres() {
         wait_until "$CHAT_WAIT_S" "Postgres on $CHAT_PG_HOST:$CHAT_PG_PORT" _pg_ready ||
             die "Postgres does not answer on $CHAT_PG_HOST:$CHAT_PG_PORT (see /var/log/postgresql/)"
     fi
-    if ((installed_now)) || ! _pg_login_ok; then
-        if [[ "$CHAT_PG_HOST" == 127.0.0.1 || "$CHAT_PG_HOST" == localhost ]] && id postgres >/dev/null 2>&1; then
-            _pg_set_password
-        fi
-        _pg_login_ok || die "cannot log in to Postgres as ${CHAT_PG_USER} at ${CHAT_PG_HOST}:${CHAT_PG_PORT}: $(_psql "$CHAT_PG_ADMIN_URL" -Atc 'SELECT 1' 2>&1 | head -n 1)"
+    # A password is set only on a Postgres this script just installed: an existing
+    # server's logins are its owner's, never changed here.
+    if ((installed_now)) && ! _pg_login_ok &&
+        [[ "$CHAT_PG_HOST" == 127.0.0.1 || "$CHAT_PG_HOST" == localhost ]] && id postgres >/dev/null 2>&1; then
+        _pg_set_password
     fi
+    _pg_login_ok || die "cannot log in to Postgres as ${CHAT_PG_USER} at ${CHAT_PG_HOST}:${CHAT_PG_PORT}: $(_psql "$CHAT_PG_ADMIN_URL" -Atc 'SELECT 1' 2>&1 | head -n 1)
+  Give the login of your server: CHAT_PG_USER and CHAT_PG_PASSWORD (or CHAT_PG_HOST/CHAT_PG_PORT),
+  or point the node at a database with CHAT__DATABASE__URL. The scripts never change a password."
+    local version
+    version="$(_psql "$CHAT_PG_ADMIN_URL" -Atc 'SHOW server_version_num' 2>/dev/null || echo 0)"
+    ((version >= 130000)) || die "Postgres $version is too old: the node needs 13 or newer"
 }
 
 _check_db_name() {
@@ -461,6 +493,7 @@ ensure_redis() {
     wait_until "$CHAT_WAIT_S" "Redis on 127.0.0.1:$CHAT_REDIS_PORT" _redis_ready ||
         die "Redis does not answer on 127.0.0.1:$CHAT_REDIS_PORT"
     # The caller may stop what it started (scripts/cluster.sh does).
+    # shellcheck disable=SC2034 # read by the scripts that source this file
     CHAT_REDIS_STARTED_PID="$(cat "$pidfile" 2>/dev/null || true)"
 }
 

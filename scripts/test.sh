@@ -124,12 +124,9 @@ if want static; then
     bash scripts/check-compose.sh
     haproxy -c -q -f config/haproxy.cfg || die "config/haproxy.cfg is invalid"
     echo "config/haproxy.cfg: OK"
-    if command -v shellcheck >/dev/null 2>&1; then
-        shellcheck -x scripts/*.sh .ci/run
-        echo "shellcheck: OK"
-    else
-        echo "shellcheck not installed: skipped"
-    fi
+    ensure_command shellcheck shellcheck
+    shellcheck -x scripts/*.sh .ci/run clients/js/test/run.sh
+    echo "shellcheck: OK"
 fi
 
 # ---------------------------------------------------------------------------------------
