@@ -2,7 +2,8 @@
 # Everything CI checks, in order; exits non-zero on the first failure:
 #   services    Postgres, Redis, HAProxy, the redis-server binary (installed if missing)
 #   cleanup     drops this checkout's test databases left by an earlier run that died
-#   static      container files (scripts/check-compose.sh), config/haproxy.cfg, shellcheck
+#   static      container files (scripts/check-compose.sh), config/haproxy.cfg, the alert
+#               rules and dashboard (scripts/check-monitoring.sh), shellcheck
 #   fmt         cargo fmt --all -- --check
 #   clippy      cargo clippy --workspace --all-targets -- -D warnings
 #   build       cargo build --workspace --bins
@@ -124,6 +125,7 @@ if want static; then
     bash scripts/check-compose.sh
     haproxy -c -q -f config/haproxy.cfg || die "config/haproxy.cfg is invalid"
     echo "config/haproxy.cfg: OK"
+    bash scripts/check-monitoring.sh
     ensure_command shellcheck shellcheck
     shellcheck -x scripts/*.sh .ci/run clients/js/test/run.sh
     echo "shellcheck: OK"

@@ -170,6 +170,10 @@ pub fn register() {
         (ONLINE_USERS, "users with a connection on this node"),
         (CONVERSATION_ACTORS, "conversation actors alive"),
         (UPKEEP_LEADER, "1 while this node runs retention upkeep"),
+        (
+            chat_bus::metrics::UP,
+            "1 while the bus reaches the other nodes (1 on the local bus)",
+        ),
     ] {
         metrics::describe_gauge!(name, help);
         metrics::gauge!(name).set(0.0);

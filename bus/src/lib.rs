@@ -22,6 +22,8 @@ pub mod metrics {
     pub const DROP_NOTICES_RECEIVED_TOTAL: &str = "chat_bus_drop_notices_received_total";
     /// Subscriber reconnections after a lost Redis connection.
     pub const RECONNECTS_TOTAL: &str = "chat_bus_reconnects_total";
+    /// 1 while the bus reaches the other nodes (always 1 on the local bus).
+    pub const UP: &str = "chat_bus_up";
 }
 
 pub use local::LocalBus;

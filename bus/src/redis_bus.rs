@@ -425,6 +425,7 @@ async fn subscriber(
         }
         backoff = Duration::from_millis(100);
         up.store(true, Ordering::SeqCst);
+        metrics::gauge!(crate::metrics::UP).set(1.0);
         if first {
             first = false;
             tracing::info!("bus connected");
@@ -481,6 +482,7 @@ async fn subscriber(
             }
         }
         up.store(false, Ordering::SeqCst);
+        metrics::gauge!(crate::metrics::UP).set(0.0);
         tracing::warn!("bus connection lost; reconnecting");
         if notices.send(BusNotice::Down).is_err() {
             return;

@@ -214,7 +214,10 @@ impl ChatNode {
 
         let (notice_tx, mut notice_rx) = tokio::sync::mpsc::unbounded_channel();
         let bus: Arc<dyn Bus> = match settings.bus.kind {
-            BusKind::Local => Arc::new(LocalBus),
+            BusKind::Local => {
+                metrics::gauge!(chat_bus::metrics::UP).set(1.0);
+                Arc::new(LocalBus)
+            }
             BusKind::Redis => Arc::new(
                 RedisBus::start(
                     &settings.redis.url,
