@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run one chat node for development: Postgres (installed and started if needed), database
-# `chat`, the embedded `local` bus (no Redis), release build via cargo.
+# `chat`, the embedded `local` bus (no Redis), the development build via cargo (the one
+# the tests use; CHAT_RELEASE=1 for the optimised one). It stays in the foreground.
 #
 #   scripts/run-node.sh [NODE ARGS...]
 #
@@ -15,6 +16,7 @@
 #   CHAT__AUTH__JWT_SECRET  default: a fixed development secret, unless config/local.toml
 #                         sets auth.jwt_secret
 #   CHAT_DB_NAME          database created and used by default (chat)
+#   CHAT_RELEASE=1        build and run the release profile
 #   CHAT_PG_*             see scripts/lib.sh
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -40,4 +42,12 @@ fi
 default_jwt_secret dev-only-jwt-secret-change-me-0123456789 config/local.toml
 
 log "database ${CHAT__DATABASE__URL#*@}, bus ${CHAT__BUS__KIND}${config_args[*]:+, ${config_args[*]}}"
-exec cargo run --release -p chat-node -- "${config_args[@]}" "$@"
+# The development build by default: the one scripts/test.sh builds too, so a fresh
+# machine compiles the dependencies once for both (CHAT_RELEASE=1: the optimised
+# build, as for production and the benchmarks).
+profile_args=()
+if [[ "${CHAT_RELEASE:-0}" == 1 ]]; then
+    profile_args=(--release)
+fi
+log "building chat-node (${profile_args[*]:-dev profile}); it then serves in the foreground until Ctrl-C"
+exec cargo run "${profile_args[@]}" -p chat-node -- "${config_args[@]}" "$@"
