@@ -166,7 +166,9 @@ fn described(status: &str) -> String {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Answer");
     match status {
-        "400" => format!("{name}: malformed JSON, wrong types, a value outside its rule (`bad_request`)"),
+        "400" => {
+            format!("{name}: malformed JSON, wrong types, a value outside its rule (`bad_request`)")
+        }
         "401" => format!("{name}: no token, or a token refused (`unauthorized`)"),
         "403" => format!("{name}: not allowed to the caller (`forbidden`, `not_member`)"),
         "404" => format!("{name}: no such thing (`not_found`)"),
@@ -194,9 +196,10 @@ impl Modify for Describe {
             for op in ops.into_iter().flatten() {
                 // Handlers of different modules share names (`list`, `send`, `mute`):
                 // ids are unique with the operation's tag in front.
-                if let (Some(id), Some(tag)) =
-                    (op.operation_id.as_mut(), op.tags.as_ref().and_then(|t| t.first()))
-                {
+                if let (Some(id), Some(tag)) = (
+                    op.operation_id.as_mut(),
+                    op.tags.as_ref().and_then(|t| t.first()),
+                ) {
                     if !id.starts_with(&format!("{tag}_")) {
                         *id = format!("{tag}_{id}");
                     }

@@ -69,6 +69,11 @@ fn ids(taken: &[chat_testkit::Taken]) -> Vec<String> {
         .collect()
 }
 
+/// The one number `sql` selects.
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -214,14 +219,11 @@ async fn offline_members_are_told_and_online_muted_and_sending_ones_are_not() {
     // The queue is empty once everything is taken.
     let client = db.client().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let left: i64 = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM notify_outbox) + (SELECT count(*) FROM notify_queue)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = count(
+        &client,
+        "SELECT (SELECT count(*) FROM notify_outbox) + (SELECT count(*) FROM notify_queue)",
+    )
+    .await;
     assert_eq!(left, 0);
     let m = nodes[0].api().get("/metrics", None).await.unwrap().1;
     let m2 = nodes[1].api().get("/metrics", None).await.unwrap().1;
@@ -279,11 +281,11 @@ async fn a_receiver_down_for_a_while_and_killed_nodes_lose_no_notification() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let client = db.client().await.unwrap();
-    let tried: i64 = client
-        .query_one("SELECT count(*) FROM notify_outbox WHERE attempts > 0", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let tried: i64 = count(
+        &client,
+        "SELECT count(*) FROM notify_outbox WHERE attempts > 0",
+    )
+    .await;
     assert!(tried > 0, "POSTs were tried while the receiver was down");
 
     // Up, but failing: answered 503, nothing kept.
@@ -323,14 +325,11 @@ async fn a_receiver_down_for_a_while_and_killed_nodes_lose_no_notification() {
     }
     // They are stored and due, not yet taken, when every node dies.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let due: i64 = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM notify_outbox) + (SELECT count(*) FROM notify_queue)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let due: i64 = count(
+        &client,
+        "SELECT (SELECT count(*) FROM notify_outbox) + (SELECT count(*) FROM notify_queue)",
+    )
+    .await;
     assert_eq!(due as usize, expected.len(), "all of them wait");
     for n in nodes.iter_mut() {
         n.kill().await.unwrap();
@@ -394,16 +393,8 @@ async fn a_long_outage_fills_the_queue_no_further_than_max_pending() {
     let client = db.client().await.unwrap();
     let deadline = std::time::Instant::now() + T;
     loop {
-        let n: i64 = client
-            .query_one("SELECT count(*) FROM notify_outbox", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let queued: i64 = client
-            .query_one("SELECT count(*) FROM notify_queue", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = count(&client, "SELECT count(*) FROM notify_outbox").await;
+        let queued: i64 = count(&client, "SELECT count(*) FROM notify_queue").await;
         if n == 5 && queued == 0 {
             break;
         }
@@ -432,15 +423,9 @@ async fn a_long_outage_fills_the_queue_no_further_than_max_pending() {
     // what they wrote).
     receiver.stop().await;
     send(&api, &ta, conv, "last", &json!({"body": "to be erased"})).await;
-    let count = || async {
-        client
-            .query_one("SELECT count(*) FROM notify_outbox", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-    };
+    let outbox = || count(&client, "SELECT count(*) FROM notify_outbox");
     let deadline = std::time::Instant::now() + T;
-    while count().await != 1 {
+    while outbox().await != 1 {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -455,7 +440,7 @@ async fn a_long_outage_fills_the_queue_no_further_than_max_pending() {
         .await
         .unwrap();
     assert_eq!(s, 200, "{b}");
-    assert_eq!(count().await, 0);
+    assert_eq!(outbox().await, 0);
     drop(nodes);
     db.drop_now().await.unwrap();
 }

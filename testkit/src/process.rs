@@ -59,7 +59,8 @@ impl TestDb {
             .filter(|p| {
                 !p.is_empty()
                     && p.len() <= 32
-                    && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    && p.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
             })
             .unwrap_or_else(|| "chat_t".to_owned());
         let name = format!(
