@@ -454,7 +454,7 @@ function submitComposer() {
   input.value = '';
   compose = null;
   c._stickBottom = true;
-  scheduleRender();
+  render(); // the pending bubble shows before anything else can happen
   client.send(c.id, body, opts).then(() => {
     outbox.delete(cid); // the `message` event from the ack has put it in place
     scheduleRender();

@@ -1,0 +1,329 @@
+// The web page in a real browser: alice and bob each in a Chromium context, on different
+// nodes of a two-node cluster behind HAProxy; carol registered over HTTP.
+// Run with web/test/run.sh (it installs Chromium and playwright-core when missing).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+import { Cluster, waitFor, sleep } from './cluster.mjs';
+
+const STEP = 15000; // every bounded wait of a step
+const PASSWORD = 'correct-horse-battery';
+const SHOTS = '.run/web';
+
+let cluster;
+let browser;
+const pages = {}; // name → {context, page, dialogs, id}
+let carol;
+let failed = false;
+
+const tid = (page, id) => page.locator(`[data-testid="${id}"]`);
+const messages = (page) => page.locator('#message-list [data-testid="message"]');
+const messageWith = (page, text) => messages(page).filter({ has: page.locator('[data-testid="message-body"]', { hasText: text }) });
+const convItem = (page, title) => page.locator(`[data-testid="conv-item"][data-title="${title}"]`);
+
+/** A step: skipped once an earlier one failed, so the first failure is the one reported. */
+function step(name, fn) {
+  test(name, { timeout: 60000 }, async (t) => {
+    if (failed) { t.skip('an earlier step failed'); return; }
+    try { await fn(); } catch (e) { failed = true; throw e; }
+  });
+}
+
+async function bodies(page) {
+  return page.locator('#message-list [data-testid="message-body"]').allTextContents();
+}
+
+async function openPage(name) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  context.setDefaultTimeout(STEP);
+  const page = await context.newPage();
+  const dialogs = [];
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  pages[name] = { context, page, dialogs, errors };
+  return pages[name];
+}
+
+async function registerInPage(name, display) {
+  const { page } = pages[name];
+  await page.goto(`${cluster.url}/`);
+  await tid(page, 'auth-username').fill(name);
+  await tid(page, 'auth-password').fill(PASSWORD);
+  await tid(page, 'auth-display').fill(display);
+  await tid(page, 'auth-register').click();
+  await page.locator('[data-testid="conn-state"][data-state="online"]').waitFor();
+  assert.equal(await tid(page, 'me-name').textContent(), display);
+  const token = await page.evaluate(() => sessionStorage.getItem('chat.token'));
+  pages[name].id = Number(JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString()).sub);
+}
+
+async function online(page) {
+  await page.locator('[data-testid="conn-state"][data-state="online"]').waitFor();
+}
+
+async function send(page, text) {
+  await tid(page, 'composer-input').fill(text);
+  await tid(page, 'composer-send').click();
+}
+
+/** Records every state each message element had (pending → sent), by cid. */
+async function watchStates(page) {
+  await page.evaluate(() => {
+    window.__states = {};
+    const note = () => {
+      for (const e of document.querySelectorAll('#message-list [data-testid="message"]')) {
+        const cid = e.dataset.cid;
+        if (!cid) continue;
+        const s = (window.__states[cid] ??= []);
+        if (s[s.length - 1] !== e.dataset.state) s.push(e.dataset.state);
+      }
+    };
+    new MutationObserver(note).observe(document.getElementById('message-list'), { childList: true, subtree: true, attributes: true });
+  });
+}
+
+async function unreadOf(page, title) {
+  const badge = convItem(page, title).locator('[data-testid="conv-unread"]');
+  return (await badge.count()) ? Number(await badge.textContent()) : 0;
+}
+
+before(async () => {
+  cluster = await new Cluster().start(2);
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
+  await openPage('alice');
+  await openPage('bob');
+});
+
+after(async () => {
+  try {
+    mkdirSync(SHOTS, { recursive: true });
+    for (const [name, { page }] of Object.entries(pages)) {
+      await page.screenshot({ path: `${SHOTS}/${name}.png`, timeout: STEP }).catch((e) => console.error(`screenshot ${name}: ${e.message}`));
+    }
+    for (const [name, p] of Object.entries(pages)) if (p.errors.length) console.error(`${name} page errors:`, p.errors);
+  } finally {
+    await browser?.close().catch(() => {});
+    await cluster?.stop({ keepLogs: failed }).catch((e) => console.error(e));
+  }
+});
+
+step('alice and bob register in the page; carol over HTTP', async () => {
+  await registerInPage('alice', 'Alice');
+  await registerInPage('bob', 'Bob');
+  const r = await fetch(`${cluster.url}/api/v1/auth/register`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username: 'carol', password: PASSWORD, display_name: 'Carol' }),
+  });
+  assert.equal(r.status, 201);
+  carol = await r.json();
+  // The page keeps the token in sessionStorage: a reload stays logged in.
+  await pages.alice.page.reload();
+  await online(pages.alice.page);
+  assert.equal(await tid(pages.alice.page, 'me-name').textContent(), 'Alice');
+});
+
+step("alice's and bob's sockets are on different nodes", async () => {
+  const { alice, bob } = pages;
+  const one = async (p) => waitFor(async () => {
+    const s = await cluster.sessions(p.id);
+    return s.length === 1 && s[0];
+  }, STEP, 'one session');
+  const aliceNode = await one(alice);
+  let bobNode = await one(bob);
+  for (let i = 0; bobNode === aliceNode && i < 8; i++) {
+    await bob.page.reload();
+    await online(bob.page);
+    bobNode = await one(bob);
+  }
+  assert.notEqual(bobNode, aliceNode, 'bob lands on the other node after reloads');
+  alice.node = aliceNode;
+  bob.node = bobNode;
+});
+
+step('alice finds bob by username and sends a friend request; bob accepts', async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  await tid(a, 'tab-people').click();
+  await tid(a, 'user-search').fill('bo');
+  await tid(a, 'user-search-go').click();
+  const hit = a.locator('[data-testid="search-result"][data-username="bob"]');
+  await hit.waitFor();
+  await hit.locator('[data-testid="btn-add-friend"]').click();
+  await a.locator('[data-testid="outgoing-request"]').filter({ hasText: 'Bob' }).waitFor();
+
+  // Bob sees it arrive live (the count on the People tab) and accepts.
+  await tid(b, 'request-count').filter({ hasText: '1' }).waitFor();
+  await tid(b, 'tab-people').click();
+  const req = b.locator('[data-testid="incoming-request"]').filter({ hasText: 'Alice' });
+  await req.waitFor();
+  await req.locator('[data-testid="btn-accept"]').click();
+  await b.locator('[data-testid="contact"][data-username="alice"]').waitFor();
+  // Alice's side follows from the pushed event: bob is a contact, the request is gone.
+  await a.locator('[data-testid="contact"][data-username="bob"]').waitFor();
+  await a.locator('[data-testid="outgoing-request"]').waitFor({ state: 'detached' });
+  // Contacts show presence: both online.
+  await a.locator('[data-testid="contact"][data-username="bob"] [data-testid="presence-dot"][data-online="true"]').waitFor();
+});
+
+step('they chat both ways; pending then acked; unread rises and clears; seen; typing', async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  await a.locator('[data-testid="contact"][data-username="bob"] [data-testid="btn-chat"]').click();
+  await tid(a, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  await watchStates(a);
+  await send(a, 'hello bob');
+  const mine = messageWith(a, 'hello bob');
+  await mine.and(a.locator('[data-state="sent"]')).waitFor();
+  const cid = await mine.getAttribute('data-cid');
+  const states = await a.evaluate((c) => window.__states[c], cid);
+  assert.deepEqual(states, ['pending', 'sent'], 'shown pending, then confirmed by the ack');
+
+  // Bob is on his People tab: the conversation appears with an unread badge and the title counts.
+  await tid(b, 'tab-chats').click();
+  const item = convItem(b, 'Alice');
+  await item.locator('[data-testid="conv-unread"]').filter({ hasText: '1' }).waitFor();
+  await item.locator('[data-testid="conv-preview"]').filter({ hasText: 'hello bob' }).waitFor();
+  await send(a, 'are you there?');
+  await item.locator('[data-testid="conv-unread"]').filter({ hasText: '2' }).waitFor();
+  await waitFor(async () => (await b.title()) === '(2) Chat', STEP, 'bob title (2) Chat');
+  await item.locator('[data-testid="presence-dot"][data-online="true"]').waitFor();
+
+  // Bob opens it: read, the badge and the title clear, alice sees "seen".
+  await item.click();
+  await messageWith(b, 'are you there?').waitFor();
+  await item.locator('[data-testid="conv-unread"]').waitFor({ state: 'detached' });
+  await waitFor(async () => (await b.title()) === 'Chat', STEP, 'bob title Chat');
+  await messageWith(a, 'are you there?').locator('[data-testid="seen"]').waitFor();
+
+  // Bob types: alice sees it; bob answers; alice (conversation open) reads it at once.
+  await tid(b, 'composer-input').pressSequentially('hi al', { delay: 20 });
+  await tid(a, 'typing').filter({ hasText: 'Bob is typing' }).waitFor();
+  await tid(b, 'composer-input').fill('hi alice');
+  await tid(b, 'composer-send').click();
+  await messageWith(a, 'hi alice').waitFor();
+  await tid(a, 'typing').filter({ hasText: /^$/ }).waitFor();
+  await messageWith(b, 'hi alice').locator('[data-testid="seen"]').waitFor();
+  assert.equal(await unreadOf(a, 'Bob'), 0);
+});
+
+step('edit, reply, react and recall', async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  const msg = messageWith(a, 'hello bob');
+  await msg.hover();
+  await msg.locator('[data-testid="btn-edit"]').click();
+  await tid(a, 'composer-input').fill('hello bob (edited)');
+  await tid(a, 'composer-send').click();
+  const edited = messageWith(b, 'hello bob (edited)');
+  await edited.locator('[data-testid="message-edited"]').waitFor();
+
+  // Bob replies to it and reacts to it.
+  await edited.hover();
+  await edited.locator('[data-testid="btn-reply"]').click();
+  await tid(b, 'compose-context').filter({ hasText: 'Replying to' }).waitFor();
+  await send(b, 'a reply');
+  await messageWith(a, 'a reply').locator('[data-testid="message-quote"]').filter({ hasText: 'hello bob (edited)' }).waitFor();
+  await edited.hover();
+  await edited.locator('[data-testid="btn-react"]').click();
+  await messageWith(a, 'hello bob (edited)').locator('[data-testid="reaction"][data-emoji="👍"][data-count="1"]').waitFor();
+
+  // Alice recalls "are you there?": bob sees it recalled.
+  const gone = messageWith(a, 'are you there?');
+  await gone.hover();
+  await gone.locator('[data-testid="btn-recall"]').click();
+  await b.locator('[data-testid="message-body"][data-recalled="true"]').waitFor();
+  await messageWith(b, 'are you there?').waitFor({ state: 'detached' });
+});
+
+step('markup in messages renders as text', async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  const raw = ['<script>alert(1)</script>', '<img src=x onerror=alert(1)>'];
+  for (const text of raw) await send(a, text);
+  for (const text of raw) {
+    const body = b.locator('#message-list [data-testid="message-body"]').filter({ hasText: text });
+    await body.waitFor();
+    assert.equal(await body.textContent(), text);
+  }
+  // The list preview is text too.
+  const preview = convItem(b, 'Alice').locator('[data-testid="conv-preview"]');
+  assert.equal(await preview.textContent(), raw[1]);
+  await sleep(300);
+  for (const p of [a, b]) {
+    assert.equal(await p.locator('#message-list img, #message-list script').count(), 0);
+    assert.equal(await p.locator('img[src="x"]').count(), 0);
+  }
+  assert.deepEqual([...pages.alice.dialogs, ...pages.bob.dialogs], []);
+});
+
+step('alice creates a group with bob and carol', async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  await tid(a, 'new-group').click();
+  await tid(a, 'group-title').fill('Team');
+  await tid(a, 'group-members').fill('bob, carol');
+  await tid(a, 'group-create').click();
+  await tid(a, 'chat-title').filter({ hasText: 'Team' }).waitFor();
+  await tid(a, 'chat-sub').filter({ hasText: '3 members' }).waitFor();
+  await send(a, 'welcome to the team');
+  await messageWith(a, 'welcome to the team').and(a.locator('[data-state="sent"]')).waitFor();
+  const item = convItem(b, 'Team');
+  await item.locator('[data-testid="conv-preview"]').filter({ hasText: 'welcome to the team' }).waitFor();
+  // Newest activity first.
+  assert.equal(await b.locator('[data-testid="conv-item"]').first().getAttribute('data-title'), 'Team');
+  // Carol got it over HTTP too.
+  const { conversations } = await cluster.api('GET', '/conversations', { token: carol.token });
+  assert.equal(conversations.find((c) => c.title === 'Team')?.last_message?.body, 'welcome to the team');
+  // The members panel lists the three of them.
+  await tid(a, 'btn-members').click();
+  assert.equal(await a.locator('[data-testid="member"]').count(), 3);
+  await tid(a, 'btn-members').click();
+});
+
+step("bob's node is killed while alice sends 5 messages: bob's page reconnects and shows them once, in order", async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  await convItem(a, 'Bob').click();
+  await tid(a, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
+  await convItem(b, 'Alice').click();
+  await tid(b, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
+  const [bobNode] = await cluster.sessions(pages.bob.id);
+  assert.equal(bobNode, pages.bob.node);
+  const states = [];
+  await b.exposeFunction('__connState', (s) => states.push(s));
+  await b.evaluate(() => {
+    const e = document.querySelector('[data-testid="conn-state"]');
+    new MutationObserver(() => window.__connState(e.dataset.state)).observe(e, { attributes: true });
+  });
+
+  await cluster.node(bobNode).kill('SIGKILL');
+  for (let i = 1; i <= 5; i++) await send(a, `offline ${i}`);
+  for (let i = 1; i <= 5; i++) await messageWith(a, `offline ${i}`).and(a.locator('[data-state="sent"]')).waitFor();
+
+  await waitFor(() => states.includes('reconnecting'), STEP, 'bob reconnecting');
+  await online(b);
+  await messageWith(b, 'offline 5').waitFor();
+  await sleep(500); // anything duplicated would be in by now
+  const got = (await bodies(b)).filter((t) => t.startsWith('offline '));
+  assert.deepEqual(got, ['offline 1', 'offline 2', 'offline 3', 'offline 4', 'offline 5']);
+  const [now] = await waitFor(async () => { const s = await cluster.sessions(pages.bob.id); return s.length === 1 && s; }, STEP, "bob's new session");
+  assert.notEqual(now, bobNode, 'bob reconnected to the other node');
+  // Bob has the conversation open: alice sees her last one seen.
+  await messageWith(a, 'offline 5').locator('[data-testid="seen"]').waitFor();
+});
+
+step('a phone-sized screen shows one pane at a time', async () => {
+  const b = pages.bob.page;
+  await b.setViewportSize({ width: 390, height: 760 });
+  assert.equal(await tid(b, 'chat').isVisible(), true);
+  assert.equal(await tid(b, 'conv-list').isVisible(), false);
+  await tid(b, 'back').click();
+  await tid(b, 'conv-list').waitFor();
+  assert.equal(await tid(b, 'chat').isVisible(), false);
+  await convItem(b, 'Alice').click();
+  await messageWith(b, 'offline 5').waitFor();
+  await b.setViewportSize({ width: 1100, height: 760 });
+  assert.deepEqual([...pages.alice.errors, ...pages.bob.errors], []);
+});
