@@ -339,7 +339,6 @@ function renderChat() {
   // Messages: keep the reader's place unless they are at the bottom.
   const box = $('messages');
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
-  const prevHeight = box.scrollHeight;
   const prevTop = box.scrollTop;
   const list = [...c._messages.values()].filter((m) => !isFolding(m)).sort((a, b) => a.seq - b.seq);
   const nodes = list.map((m) => renderMessage(c, m));
@@ -348,7 +347,9 @@ function renderChat() {
   $('history-status').textContent = c._historyDone ? (list.length ? 'Beginning of the conversation' : 'No messages yet') : (c._loading ? 'Loading…' : '');
   if (c._stickBottom || atBottom) { box.scrollTop = box.scrollHeight; c._stickBottom = false; }
   else if (c._keepPlace) { box.scrollTop = prevTop + (box.scrollHeight - c._keepPlace); c._keepPlace = 0; }
-  else box.scrollTop = prevTop + (prevHeight === box.scrollHeight ? 0 : 0);
+  else box.scrollTop = prevTop;
+  // A first page that does not fill the box cannot be scrolled: take the next one.
+  if (c._loaded && !c._loading && !c._historyDone && box.scrollHeight <= box.clientHeight + 10) setTimeout(() => loadOlder(c), 0);
 
   // Typing
   const now = Date.now();
@@ -449,6 +450,8 @@ function submitComposer() {
   }
   const cid = newCid();
   const opts = { cid };
+  const mentions = mentionsIn(c, body);
+  if (mentions.length) opts.mentions = mentions;
   if (compose?.mode === 'reply') opts.reply_to = compose.seq;
   outbox.set(cid, { conv: c.id, body, reply_to: opts.reply_to, state: 'pending' });
   input.value = '';
@@ -463,6 +466,19 @@ function submitComposer() {
     if (p) { p.state = 'failed'; p.error = e.code ?? e.message; }
     scheduleRender();
   });
+}
+
+/** `@username` of a group member (or `@all`) in a group message: its mentions. */
+function mentionsIn(c, body) {
+  if (c.kind !== 'group') return [];
+  const byName = new Map();
+  for (const u of c.members ?? []) { const p = users.get(u); if (p && u !== me.id) byName.set(p.username, u); }
+  const out = new Set();
+  for (const [, name] of body.matchAll(/(?:^|\s)@([a-z0-9_.-]{3,32})/g)) {
+    if (name === 'all') out.add(0);
+    else if (byName.has(name)) out.add(byName.get(name));
+  }
+  return [...out];
 }
 
 let lastTypingSent = 0;
@@ -501,6 +517,7 @@ async function openConv(id) {
   if (openId !== id) { compose = null; $('members-panel').hidden = true; showError('composer-error'); }
   openId = id;
   c._stickBottom = true;
+  for (const u of c.members ?? []) fetchUser(u);
   scheduleRender();
   if (!c._loaded && !c._loading) await loadOlder(c);
   markRead();

@@ -278,8 +278,105 @@ step('alice creates a group with bob and carol', async () => {
   assert.equal(conversations.find((c) => c.title === 'Team')?.last_message?.body, 'welcome to the team');
   // The members panel lists the three of them.
   await tid(a, 'btn-members').click();
+  await a.locator('[data-testid="member"]').nth(2).waitFor();
   assert.equal(await a.locator('[data-testid="member"]').count(), 3);
   await tid(a, 'btn-members').click();
+});
+
+step('group: mentions, mute, history paging back, members added and removed, leaving', async () => {
+  const a = pages.alice.page;
+  const b = pages.bob.page;
+  const { conversations } = await cluster.api('GET', '/conversations', { token: carol.token });
+  const team = conversations.find((c) => c.title === 'Team');
+  for (let i = 1; i <= 45; i++) {
+    await cluster.api('POST', `/conversations/${team.id}/messages`, { token: carol.token, body: { cid: `p-${i}`, body: `page ${i}` } });
+  }
+  // Alice mentions bob from the page by @username.
+  await send(a, '@bob see this');
+  const item = convItem(b, 'Team');
+  await item.locator('[data-testid="conv-mention"]').waitFor();
+  await item.locator('[data-testid="conv-unread"]').filter({ hasText: '47' }).waitFor();
+
+  // A reload: the list's counts and marks come from the node, and the page holds no message.
+  await b.reload();
+  await online(b);
+  await item.locator('[data-testid="conv-mention"]').waitFor();
+  await item.locator('[data-testid="conv-unread"]').filter({ hasText: '47' }).waitFor();
+
+  // Bob opens and mutes it: read, muted mark, the @ mark gone.
+  await item.click();
+  await messageWith(b, '@bob see this').waitFor();
+  await tid(b, 'btn-mute').click();
+  await item.locator('[data-testid="conv-muted"]').waitFor();
+  await tid(b, 'btn-mute').filter({ hasText: 'Unmute' }).waitFor();
+  await item.locator('[data-testid="conv-mention"]').waitFor({ state: 'detached' });
+  await item.locator('[data-testid="conv-unread"]').waitFor({ state: 'detached' });
+
+  // History pages back as bob scrolls up, each message once, in order.
+  const pageNums = async () => (await bodies(b)).filter((t) => /^page \d+$/.test(t)).map((t) => Number(t.slice(5)));
+  assert.ok((await pageNums()).length < 45, 'the first page is not the whole history');
+  await waitFor(async () => {
+    await tid(b, 'messages').evaluate((e) => { e.scrollTop = 0; e.dispatchEvent(new Event('scroll')); });
+    return (await tid(b, 'history-status').textContent()) === 'Beginning of the conversation';
+  }, STEP, 'history paged back to the start');
+  assert.deepEqual(await pageNums(), Array.from({ length: 45 }, (_, i) => i + 1));
+  assert.equal((await bodies(b)).filter((t) => t === 'welcome to the team').length, 1);
+
+  // Alice removes carol and adds her back; bob sees both entries.
+  await convItem(a, 'Team').click();
+  await tid(a, 'btn-members').click();
+  await a.locator('[data-testid="member"][data-username="carol"] [data-testid="btn-remove-member"]').click();
+  await a.locator('[data-testid="member"][data-username="carol"]').waitFor({ state: 'detached' });
+  await b.locator('[data-testid="message-body"]').filter({ hasText: 'Alice removed Carol' }).waitFor();
+  await tid(a, 'add-member-input').fill('carol');
+  await tid(a, 'btn-add-member').click();
+  await a.locator('[data-testid="member"][data-username="carol"]').waitFor();
+  await b.locator('[data-testid="message-body"]').filter({ hasText: 'Alice added Carol' }).waitFor();
+
+  // Bob leaves: the group leaves his list; alice sees him go.
+  await tid(b, 'btn-members').click();
+  await tid(b, 'btn-leave').click();
+  await convItem(b, 'Team').waitFor({ state: 'detached' });
+  await a.locator('[data-testid="message-body"]').filter({ hasText: 'Bob left' }).waitFor();
+  await a.locator('[data-testid="member"][data-username="bob"]').waitFor({ state: 'detached' });
+  assert.equal(await a.locator('[data-testid="member"]').count(), 2);
+  await tid(a, 'btn-members').click();
+});
+
+step('friend requests declined and cancelled', async () => {
+  const b = pages.bob.page;
+  await cluster.api('POST', '/contacts/requests', { token: carol.token, body: { user: pages.bob.id, note: 'hi from carol' } });
+  await tid(b, 'request-count').filter({ hasText: '1' }).waitFor();
+  await tid(b, 'tab-people').click();
+  const req = b.locator('[data-testid="incoming-request"]').filter({ hasText: 'Carol' });
+  await req.filter({ hasText: 'hi from carol' }).waitFor();
+  await req.locator('[data-testid="btn-decline"]').click();
+  await req.waitFor({ state: 'detached' });
+  await tid(b, 'request-count').waitFor({ state: 'hidden' });
+
+  await tid(b, 'user-search').fill('carol');
+  await tid(b, 'user-search-go').click();
+  await b.locator('[data-testid="search-result"][data-username="carol"] [data-testid="btn-add-friend"]').click();
+  const out = b.locator('[data-testid="outgoing-request"]').filter({ hasText: 'Carol' });
+  await out.waitFor();
+  assert.equal((await cluster.api('GET', '/contacts', { token: carol.token })).incoming.length, 1);
+  await out.locator('[data-testid="btn-cancel"]').click();
+  await out.waitFor({ state: 'detached' });
+  assert.equal((await cluster.api('GET', '/contacts', { token: carol.token })).incoming.length, 0);
+  await tid(b, 'tab-chats').click();
+});
+
+step('a broadcast shows as a read-only conversation', async () => {
+  const b = pages.bob.page;
+  await cluster.api('POST', '/broadcasts', { body: { audience: 'all', body: 'Maintenance tonight at 22:00', cid: 'bc-1' } });
+  const item = b.locator('[data-testid="conv-item"][data-kind="broadcast"]');
+  await item.locator('[data-testid="conv-preview"]').filter({ hasText: 'Maintenance tonight' }).waitFor();
+  await item.locator('[data-testid="conv-unread"]').filter({ hasText: '1' }).waitFor();
+  await item.click();
+  await messageWith(b, 'Maintenance tonight at 22:00').waitFor();
+  await tid(b, 'readonly-note').waitFor();
+  assert.equal(await tid(b, 'composer').isVisible(), false);
+  await item.locator('[data-testid="conv-unread"]').waitFor({ state: 'detached' });
 });
 
 step("bob's node is killed while alice sends 5 messages: bob's page reconnects and shows them once, in order", async () => {
