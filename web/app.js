@@ -55,6 +55,11 @@ function convState(c) {
 
 function upsertConv(c) {
   const old = convs.get(c.id);
+  if (old) {
+    // A list read before the newest pushes were shown must not take them back.
+    c = { ...c, last_seq: Math.max(c.last_seq ?? 0, old.last_seq ?? 0), read_seq: Math.max(c.read_seq ?? 0, old.read_seq ?? 0) };
+    if ((old.last_message?.seq ?? 0) > (c.last_message?.seq ?? 0)) { c.last_message = old.last_message; c.preview = old.preview ?? null; }
+  }
   const merged = old ? Object.assign(old, c) : convState(c);
   convs.set(c.id, merged);
   return merged;
@@ -189,7 +194,8 @@ function render() {
 
 function renderList() {
   const list = $('conv-list');
-  const items = [...convs.values()].sort((a, b) => (activity(b) - activity(a)) || (b.id - a.id));
+  // Pinned ones on top, then newest activity first.
+  const items = [...convs.values()].sort((a, b) => (!!b.pinned - !!a.pinned) || (activity(b) - activity(a)) || (b.id - a.id));
   $('conv-empty').hidden = items.length > 0;
   const lis = items.map((c) => {
     const title = convTitle(c);
@@ -213,6 +219,7 @@ function renderList() {
         el('span', { class: 'conv-time', testid: 'conv-time', text: fmtTime(last?.ts) })),
       el('div', { class: 'conv-bottom' },
         el('span', { class: 'conv-preview', testid: 'conv-preview', text: preview }),
+        c.pinned ? el('span', { class: 'pin-mark', testid: 'conv-pinned', title: 'pinned', text: '📌' }) : null,
         isMuted(c) ? el('span', { class: 'muted-mark', testid: 'conv-muted', title: 'muted', text: '🔕' }) : null,
         c.mentions_unread > 0 ? el('span', { class: 'mention', testid: 'conv-mention', title: 'mentions you', text: '@' }) : null,
         c.unread > 0 ? el('span', { class: `badge${isMuted(c) ? ' quiet' : ''}`, testid: 'conv-unread', text: String(c.unread) }) : null)));
@@ -302,10 +309,13 @@ function renderMessage(c, m) {
 }
 
 function renderPending(cid, p) {
-  return el('li', { class: `msg mine pending${p.state === 'failed' ? ' failed' : ''}`, testid: 'message', data: { cid, state: p.state, mine: 'true' } },
+  const failed = p.state === 'failed';
+  return el('li', { class: `msg mine pending${failed ? ' failed' : ''}`, testid: 'message', data: { cid, state: p.state, mine: 'true' } },
     el('div', { class: 'bubble' },
       el('div', { class: 'body', testid: 'message-body', text: p.body }),
-      el('div', { class: 'meta', testid: 'message-meta', text: p.state === 'failed' ? `not sent: ${p.error ?? ''}` : 'sending…' })));
+      el('div', { class: 'meta', testid: 'message-meta', text: failed ? `not sent: ${p.error ?? ''} ` : 'sending…' },
+        failed ? el('button', { type: 'button', class: 'link', testid: 'btn-retry', text: 'Retry', onclick: () => sendOut(cid) }) : null,
+        failed ? el('button', { type: 'button', class: 'link', testid: 'btn-discard', text: 'Discard', onclick: () => { outbox.delete(cid); scheduleRender(); } }) : null)));
 }
 
 function renderChat() {
@@ -329,6 +339,7 @@ function renderChat() {
   }
   $('chat-avatar').replaceChildren(avatar(title, peer !== null ? users.get(peer)?.avatar_url : null));
   $('mute').textContent = isMuted(c) ? 'Unmute' : 'Mute';
+  $('pin').textContent = c.pinned ? 'Unpin' : 'Pin';
   $('members-toggle').hidden = c.kind !== 'group';
   if (c.kind !== 'group') $('members-panel').hidden = true;
   if (!$('members-panel').hidden) renderMembers(c);
@@ -453,17 +464,25 @@ function submitComposer() {
   const mentions = mentionsIn(c, body);
   if (mentions.length) opts.mentions = mentions;
   if (compose?.mode === 'reply') opts.reply_to = compose.seq;
-  outbox.set(cid, { conv: c.id, body, reply_to: opts.reply_to, state: 'pending' });
+  outbox.set(cid, { conv: c.id, body, opts, state: 'pending' });
   input.value = '';
   compose = null;
   c._stickBottom = true;
   render(); // the pending bubble shows before anything else can happen
-  client.send(c.id, body, opts).then(() => {
+  sendOut(cid);
+}
+
+/** Sends (or, after a refusal, sends again with the same cid) an outbox entry. */
+function sendOut(cid) {
+  const p = outbox.get(cid);
+  if (!p) return;
+  p.state = 'pending';
+  scheduleRender();
+  client.send(p.conv, p.body, p.opts).then(() => {
     outbox.delete(cid); // the `message` event from the ack has put it in place
     scheduleRender();
   }, (e) => {
-    const p = outbox.get(cid);
-    if (p) { p.state = 'failed'; p.error = e.code ?? e.message; }
+    if (outbox.get(cid) === p) { p.state = 'failed'; p.error = e.code ?? e.message; }
     scheduleRender();
   });
 }
@@ -494,21 +513,26 @@ function onComposerInput() {
 // Reading ------------------------------------------------------------------------------
 
 const readTimers = new Map();
-/** Marks the open conversation read up to what it shows, when the page is visible. */
-function markRead() {
+/** Marks the open conversation read up to what it shows, when the page is visible. A read
+ * that fails (a node going away under the load balancer) is tried again, a few times. */
+function markRead(tries = 0) {
   const c = openId !== null ? convs.get(openId) : null;
   if (!c || document.visibilityState !== 'visible' || !client) return;
-  const upTo = c.last_seq ?? 0;
-  if ((c.read_seq ?? 0) >= upTo && !c.unread) return;
-  if (readTimers.has(c.id)) return;
+  if ((c.read_seq ?? 0) >= (c.last_seq ?? 0) && !c.unread) return;
+  if (readTimers.has(c.id)) return; // one read at a time; it reads up to the newest
   readTimers.set(c.id, setTimeout(async () => {
-    readTimers.delete(c.id);
+    const upTo = c.last_seq ?? 0;
     try {
       const r = await client.read(c.id, upTo);
-      c.read_seq = r.read_seq; c.unread = r.unread; c.mentions_unread = r.mentions_unread;
+      c.read_seq = Math.max(c.read_seq ?? 0, r.read_seq); c.unread = r.unread; c.mentions_unread = r.mentions_unread;
+      readTimers.delete(c.id);
       scheduleRender();
-    } catch { /* the next message or focus tries again */ }
-  }, 150));
+      if ((c.last_seq ?? 0) > upTo) markRead(); // more came meanwhile
+    } catch (e) {
+      readTimers.delete(c.id);
+      if (tries < 5 && e.code !== 'not_member' && e.code !== 'not_found') setTimeout(() => markRead(tries + 1), 500 * 2 ** tries);
+    }
+  }, tries ? 0 : 150));
 }
 
 async function openConv(id) {
@@ -675,6 +699,7 @@ function onState({ state, code, reason }) {
     // After a reconnect the counts come from the list (§9.8); presence is not synced.
     if (again) refreshConvs();
     askPresence();
+    markRead();
   } else if (state === 'connecting' || state === 'offline') {
     setConn(everOnline ? 'reconnecting' : 'connecting');
   } else if (state === 'closed') {
@@ -895,6 +920,15 @@ function wire() {
     } catch (err) { showError('composer-error', err); }
   });
 
+  $('pin').addEventListener('click', async () => {
+    const c = convs.get(openId);
+    if (!c) return;
+    try {
+      const { conversation } = await http.settings(c.id, { pinned: !c.pinned });
+      upsertConv(conversation);
+      scheduleRender();
+    } catch (err) { showError('composer-error', err); }
+  });
   $('composer').addEventListener('submit', (e) => { e.preventDefault(); submitComposer(); });
   $('composer-input').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); submitComposer(); }
@@ -907,8 +941,8 @@ function wire() {
     const c = convs.get(openId);
     if (c && $('messages').scrollTop < 60 && !c._historyDone) loadOlder(c);
   });
-  document.addEventListener('visibilitychange', markRead);
-  window.addEventListener('focus', markRead);
+  document.addEventListener('visibilitychange', () => markRead());
+  window.addEventListener('focus', () => markRead());
   window.addEventListener('online', () => client?.connect());
   window.addEventListener('offline', () => setConn('offline'));
   setInterval(scheduleRender, 30000); // relative times and typing expiry

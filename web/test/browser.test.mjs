@@ -42,13 +42,17 @@ async function openPage(name) {
   page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  pages[name] = { context, page, dialogs, errors };
+  // Console errors of the page; a Content-Security-Policy violation shows there.
+  const consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+  pages[name] = { context, page, dialogs, errors, consoleErrors };
   return pages[name];
 }
 
 async function registerInPage(name, display) {
   const { page } = pages[name];
-  await page.goto(`${cluster.url}/`);
+  const res = await page.goto(`${cluster.url}/`);
+  assert.match(res.headers()['content-security-policy'], /script-src 'self';/);
   await tid(page, 'auth-username').fill(name);
   await tid(page, 'auth-password').fill(PASSWORD);
   await tid(page, 'auth-display').fill(display);
@@ -124,7 +128,10 @@ step('alice and bob register in the page; carol over HTTP', async () => {
   assert.equal(await tid(pages.alice.page, 'me-name').textContent(), 'Alice');
 });
 
-step("alice's and bob's sockets are on different nodes", async () => {
+/** Puts alice's and bob's sockets on different nodes: HAProxy balances by least
+ * connections, so bob's page is reloaded (a new socket) until it lands on the node
+ * alice is not on, as `GET /service/users/{id}/sessions` tells. */
+async function apart() {
   const { alice, bob } = pages;
   const one = async (p) => waitFor(async () => {
     const s = await cluster.sessions(p.id);
@@ -140,7 +147,9 @@ step("alice's and bob's sockets are on different nodes", async () => {
   assert.notEqual(bobNode, aliceNode, 'bob lands on the other node after reloads');
   alice.node = aliceNode;
   bob.node = bobNode;
-});
+}
+
+step("alice's and bob's sockets are on different nodes", apart);
 
 step('alice finds bob by username and sends a friend request; bob accepts', async () => {
   const a = pages.alice.page;
@@ -377,17 +386,26 @@ step('a broadcast shows as a read-only conversation', async () => {
   await tid(b, 'readonly-note').waitFor();
   assert.equal(await tid(b, 'composer').isVisible(), false);
   await item.locator('[data-testid="conv-unread"]').waitFor({ state: 'detached' });
+
+  // Newest first, but a pinned conversation stays on top.
+  const first = () => b.locator('[data-testid="conv-item"]').first();
+  assert.equal(await first().getAttribute('data-kind'), 'broadcast');
+  await convItem(b, 'Alice').click();
+  await tid(b, 'btn-pin').click();
+  await convItem(b, 'Alice').locator('[data-testid="conv-pinned"]').waitFor();
+  assert.equal(await first().getAttribute('data-title'), 'Alice');
 });
 
 step("bob's node is killed while alice sends 5 messages: bob's page reconnects and shows them once, in order", async () => {
   const a = pages.alice.page;
   const b = pages.bob.page;
+  await apart(); // bob's page was reloaded since
   await convItem(a, 'Bob').click();
   await tid(a, 'chat-title').filter({ hasText: 'Bob' }).waitFor();
   await convItem(b, 'Alice').click();
   await tid(b, 'chat-title').filter({ hasText: 'Alice' }).waitFor();
-  const [bobNode] = await cluster.sessions(pages.bob.id);
-  assert.equal(bobNode, pages.bob.node);
+  await messageWith(b, '<img src=x onerror=alert(1)>').waitFor();
+  const bobNode = pages.bob.node;
   const states = [];
   await b.exposeFunction('__connState', (s) => states.push(s));
   await b.evaluate(() => {
@@ -408,7 +426,15 @@ step("bob's node is killed while alice sends 5 messages: bob's page reconnects a
   const [now] = await waitFor(async () => { const s = await cluster.sessions(pages.bob.id); return s.length === 1 && s; }, STEP, "bob's new session");
   assert.notEqual(now, bobNode, 'bob reconnected to the other node');
   // Bob has the conversation open: alice sees her last one seen.
-  await messageWith(a, 'offline 5').locator('[data-testid="seen"]').waitFor();
+  try {
+    await messageWith(a, 'offline 5').locator('[data-testid="seen"]').waitFor();
+  } catch (e) {
+    const token = await b.evaluate(() => sessionStorage.getItem('chat.token'));
+    const { conversations } = await cluster.api('GET', '/conversations', { token });
+    console.error('DEBUG bob direct', JSON.stringify(conversations.filter((c) => c.kind === 'direct').map(({ id, last_seq, read_seq, unread }) => ({ id, last_seq, read_seq, unread }))));
+    console.error('DEBUG bob state', await tid(b, 'conn-state').textContent(), await b.title(), await b.evaluate(() => document.visibilityState));
+    throw e;
+  }
 });
 
 step('a phone-sized screen shows one pane at a time', async () => {
@@ -423,4 +449,6 @@ step('a phone-sized screen shows one pane at a time', async () => {
   await messageWith(b, 'offline 5').waitFor();
   await b.setViewportSize({ width: 1100, height: 760 });
   assert.deepEqual([...pages.alice.errors, ...pages.bob.errors], []);
+  const csp = [...pages.alice.consoleErrors, ...pages.bob.consoleErrors].filter((t) => /Content Security Policy|Refused to/i.test(t));
+  assert.deepEqual(csp, [], 'no CSP violation');
 });
