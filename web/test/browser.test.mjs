@@ -441,6 +441,8 @@ step('a phone-sized screen shows one pane at a time', async () => {
   const b = pages.bob.page;
   await b.setViewportSize({ width: 390, height: 760 });
   assert.equal(await tid(b, 'chat').isVisible(), true);
+  mkdirSync(SHOTS, { recursive: true });
+  await b.screenshot({ path: `${SHOTS}/bob-phone.png` });
   assert.equal(await tid(b, 'conv-list').isVisible(), false);
   await tid(b, 'back').click();
   await tid(b, 'conv-list').waitFor();
