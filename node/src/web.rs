@@ -55,10 +55,11 @@ pub fn paths() -> impl Iterator<Item = &'static str> {
     ASSETS.iter().map(|a| a.path).chain(["/index.html"])
 }
 
-/// Registers a GET route per embedded file.
+/// Registers GET (and HEAD, for `curl -I`) routes per embedded file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for path in paths() {
-        cfg.route(path, web::get().to(serve));
+        cfg.route(path, web::get().to(serve))
+            .route(path, web::head().to(serve));
     }
 }
 

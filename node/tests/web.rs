@@ -135,4 +135,13 @@ async fn page_assets_and_client_library_with_their_headers() {
     let client = awc::Client::default();
     let resp = client.post(format!("{base}/")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
+    // HEAD answers the headers of GET, without the body.
+    let mut resp = client.head(format!("{base}/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "text/html; charset=utf-8"
+    );
+    assert!(resp.headers().get("content-security-policy").is_some());
+    assert!(resp.body().await.unwrap().is_empty());
 }

@@ -109,7 +109,7 @@ after(async () => {
     for (const [name, p] of Object.entries(pages)) if (p.errors.length) console.error(`${name} page errors:`, p.errors);
   } finally {
     await browser?.close().catch(() => {});
-    await cluster?.stop({ keepLogs: failed }).catch((e) => console.error(e));
+    await cluster?.stop({ keepLogs: failed || !!process.env.WEB_TEST_KEEP_LOGS }).catch((e) => console.error(e));
   }
 });
 
