@@ -797,6 +797,8 @@ function logout(message) {
   client = null;
   me = null;
   convs.clear(); outbox.clear(); presence.clear();
+  contacts = { contacts: [], incoming: [], outgoing: [] };
+  compose = null;
   openId = null;
   everOnline = false;
   http.token = undefined;

@@ -437,6 +437,35 @@ step("bob's node is killed while alice sends 5 messages: bob's page reconnects a
   }
 });
 
+step('carol logs in in a page; alice sees her come online and go offline', async () => {
+  const a = pages.alice.page;
+  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  context.setDefaultTimeout(STEP);
+  try {
+    const c = await context.newPage();
+    await c.goto(`${cluster.url}/`);
+    await tid(c, 'auth-username').fill('carol');
+    await tid(c, 'auth-password').fill('wrong-password');
+    await tid(c, 'auth-login').click();
+    await tid(c, 'auth-error').filter({ hasText: /\S/ }).waitFor();
+    await tid(c, 'auth-password').fill(PASSWORD);
+    await tid(c, 'auth-login').click();
+    await online(c);
+    await convItem(c, 'Team').waitFor();
+
+    await convItem(a, 'Team').click();
+    await tid(a, 'btn-members').click();
+    const dotOf = a.locator('[data-testid="member"][data-username="carol"] [data-testid="presence-dot"]');
+    await dotOf.and(a.locator('[data-online="true"]')).waitFor();
+    await context.close();
+    await dotOf.and(a.locator('[data-online="false"]')).waitFor();
+    await tid(a, 'btn-members').click();
+  } finally {
+    await context.close().catch(() => {});
+  }
+  await convItem(a, 'Bob').click();
+});
+
 step('a phone-sized screen shows one pane at a time', async () => {
   const b = pages.bob.page;
   await b.setViewportSize({ width: 390, height: 760 });
