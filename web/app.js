@@ -50,6 +50,7 @@ function convState(c) {
   c._reads ??= new Map(); // user → seq (receipts seen while the page was open)
   c._typing ??= new Map(); // user → until (ms)
   c._seenAt ??= --seenCounter;
+  c._addedAt ??= Date.now();
   return c;
 }
 
@@ -249,7 +250,8 @@ function renderPeople() {
   }, el('span', { class: 'avatar-wrap' }, avatar(c.display_name || c.username, c.avatar_url), dot(c.user)),
   el('span', { class: 'name', text: c.display_name || c.username }),
   el('span', { class: 'note', text: `@${c.username}` }),
-  el('button', { type: 'button', testid: 'btn-chat', text: 'Chat', onclick: () => startDirect(c.user) }))));
+  el('button', { type: 'button', testid: 'btn-chat', text: 'Chat', onclick: () => startDirect(c.user) }),
+  el('button', { type: 'button', class: 'link', testid: 'btn-unfriend', text: 'Remove', onclick: () => answer(() => http.unfriend(c.user)) }))));
 }
 
 function readersOf(c, seq) {
@@ -383,6 +385,7 @@ function renderMembers(c) {
     el('span', { class: 'name', text: userName(u) }),
     mine && u !== me.id ? el('button', { type: 'button', class: 'link', testid: 'btn-remove-member', text: 'Remove', onclick: () => groupCall(() => http.removeMember(c.id, u)) }) : null)));
   $('add-member-form').hidden = !mine;
+  $('rename-form').hidden = !mine;
 }
 
 // Actions ------------------------------------------------------------------------------
@@ -638,6 +641,7 @@ function refreshConvs() {
 }
 
 async function loadConvs() {
+  const started = Date.now();
   let before;
   const seen = new Set();
   for (let page = 0; page < 10; page++) {
@@ -654,7 +658,9 @@ async function loadConvs() {
     if (!r.next_before) break;
     before = r.next_before;
   }
-  for (const id of [...convs.keys()]) if (!seen.has(id)) convs.delete(id);
+  // Gone from the list: left on another device, or removed. One created or joined while
+  // the list was being read stays.
+  for (const [id, c] of [...convs]) if (!seen.has(id) && c._addedAt < started) convs.delete(id);
   if (openId !== null && !convs.has(openId)) openId = null;
   scheduleRender();
   askPresence();
@@ -900,6 +906,16 @@ function wire() {
       if (!u) throw new Error(`no user ${name}`);
       const r = await http.addMembers(openId, [u.id]);
       $('add-member').value = '';
+      return r;
+    });
+  });
+  $('rename-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const title = $('rename-input').value.trim();
+    if (!title) return;
+    await groupCall(async () => {
+      const r = await http.rename(openId, title);
+      $('rename-input').value = '';
       return r;
     });
   });

@@ -342,6 +342,15 @@ step('group: mentions, mute, history paging back, members added and removed, lea
   await a.locator('[data-testid="member"][data-username="carol"]').waitFor();
   await b.locator('[data-testid="message-body"]').filter({ hasText: 'Alice added Carol' }).waitFor();
 
+  // Alice renames it; bob's list and the entry follow. And back.
+  for (const title of ['Team two', 'Team']) {
+    await tid(a, 'rename-input').fill(title);
+    await tid(a, 'btn-rename').click();
+    await b.locator('[data-testid="message-body"]').filter({ hasText: `Alice renamed the group to “${title}”` }).waitFor();
+    await convItem(b, title).waitFor();
+    await tid(b, 'chat-title').filter({ hasText: new RegExp(`^${title}$`) }).waitFor();
+  }
+
   // Bob leaves: the group leaves his list; alice sees him go.
   await tid(b, 'btn-members').click();
   await tid(b, 'btn-leave').click();
