@@ -93,12 +93,21 @@ async function unreadOf(page, title) {
   return (await badge.count()) ? Number(await badge.textContent()) : 0;
 }
 
+// Interrupted: stop the cluster and drop the database before going.
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    cluster?.abort();
+    process.exit(130); // the browser goes with this process
+  });
+}
+
 before(async () => {
-  cluster = await new Cluster().start(2);
+  cluster = new Cluster();
+  await cluster.start(2);
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
   await openPage('alice');
   await openPage('bob');
-});
+}, { timeout: 90000 });
 
 after(async () => {
   try {
@@ -111,7 +120,7 @@ after(async () => {
     await browser?.close().catch(() => {});
     await cluster?.stop({ keepLogs: failed || !!process.env.WEB_TEST_KEEP_LOGS }).catch((e) => console.error(e));
   }
-});
+}, { timeout: 60000 });
 
 step('alice and bob register in the page; carol over HTTP', async () => {
   await registerInPage('alice', 'Alice');

@@ -151,12 +151,27 @@ export class Cluster {
     return sessions.map((s) => s.node);
   }
 
-  async stop({ keepLogs = false } = {}) {
+  /** Kills every process at once and drops the database, synchronously: for a signal. */
+  abort() {
+    for (const c of children) try { c.kill('SIGKILL'); } catch { /* gone */ }
+    this.dropDb();
+  }
+
+  dropDb() {
+    if (!this.db) return;
+    const name = this.db;
+    this.db = null;
+    try { psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } catch (e) { console.error(e.message); }
+  }
+
+  stop(opts) {
+    this._stopped ??= this._stop(opts);
+    return this._stopped;
+  }
+
+  async _stop({ keepLogs = false } = {}) {
     await Promise.all([...this.nodes.map((n) => n.kill()), this.haproxy?.kill(), this.redis?.kill()]);
-    if (this.db) {
-      try { psql(`DROP DATABASE IF EXISTS ${this.db} WITH (FORCE)`); } catch (e) { console.error(e.message); }
-      this.db = null;
-    }
+    this.dropDb();
     if (keepLogs) {
       const out = join('.run', 'web', 'logs');
       mkdirSync(out, { recursive: true });
