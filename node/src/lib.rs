@@ -10,12 +10,13 @@ pub mod notifier;
 pub mod openapi;
 pub mod ops;
 pub mod state;
+pub mod web;
 pub mod ws;
 
 use crate::config::{BusKind, LogFormat, Settings};
 use crate::state::AppState;
 use actix::{Actor, Arbiter};
-use actix_web::{web, App, HttpServer};
+use actix_web::{App, HttpServer};
 use chat_actors::conversation::Rules;
 use chat_actors::directory::Directory;
 use chat_actors::maintenance::{self, partitions_ahead, UpkeepConfig};
@@ -365,6 +366,8 @@ impl ChatNode {
         listener: std::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + 'static,
     ) -> Result<(), NodeError> {
+        // The actix module, not this crate's page module `web`.
+        use actix_web::web;
         let ChatNode {
             settings,
             state,
@@ -401,6 +404,7 @@ impl ChatNode {
                 .route("/metrics", web::get().to(ops::metrics))
                 .route("/ws", web::get().to(ws::upgrade))
                 .configure(api::configure)
+                .configure(crate::web::configure)
                 .default_service(web::to(error::extract::not_found))
         })
         // Small frames go out at once: without TCP_NODELAY a push written right after
