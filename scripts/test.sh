@@ -9,6 +9,8 @@
 #   build       cargo build --workspace --bins
 #   test        cargo test --workspace --no-fail-fast -- --test-threads=2, then a summary
 #   js          the JavaScript client's tests (clients/js, node --test) against a real node
+#   web         the web page's browser test (web/test/run.sh: Chromium via playwright-core,
+#               two nodes behind HAProxy); screenshots in .run/web/
 #   bench       a seconds-long smoke of every bench scenario (target/debug/bench --smoke all-new)
 #   chaos       the quick fault run (target/debug/chaos --quick): about 3 minutes, its own
 #               Postgres, Redis, three nodes and HAProxy; fails on any broken invariant
@@ -167,6 +169,15 @@ if want js; then
     ensure_node
     CHAT_NODE_BIN="${CHAT_NODE_BIN:-${CARGO_TARGET_DIR:-$CHAT_ROOT/target}/debug/chat-node}" \
         timeout 300 clients/js/test/run.sh || die "JavaScript client tests failed (exit $?)"
+fi
+
+if want web; then
+    step "web: web/test/run.sh (the page in Chromium, two nodes behind HAProxy)"
+    ensure_node
+    ensure_command chromium chromium
+    CHAT_NODE_BIN="${CHAT_NODE_BIN:-${CARGO_TARGET_DIR:-$CHAT_ROOT/target}/debug/chat-node}" \
+        timeout 600 web/test/run.sh || die "browser test failed (exit $?); logs in $RUN_DIR/web/logs/"
+    echo "screenshots: $RUN_DIR/web/alice.png, $RUN_DIR/web/bob.png, $RUN_DIR/web/bob-phone.png"
 fi
 
 if want bench; then

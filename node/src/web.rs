@@ -1,9 +1,10 @@
-//! The web chat page: `/` and its assets (`web/` of the repository) and the JavaScript
-//! client library it runs on (`/client/*.js`, from `clients/js/src`).
+//! The web chat page: `/` and its assets (`web/` of the repository), the JavaScript
+//! client library it runs on (`/client/*.js`, from `clients/js/src`), and a viewer of
+//! the OpenAPI document at `/docs` (`web/docs/`).
 //!
 //! The files are embedded in the binary at compile time with `include_bytes!` and a
 //! small table, so the single `chat-node` binary serves the page wherever it runs, with
-//! nothing to install beside it. A table of seven files needs no crate: `rust-embed`
+//! nothing to install beside it. A table of ten files needs no crate: `rust-embed`
 //! would add a dependency (and its proc-macro build time) for what is a handful of
 //! lines here, and `include_bytes!` makes cargo rebuild the node when one of the files
 //! changes. Only the paths in the table are served; every other path keeps the node's
@@ -48,11 +49,17 @@ static ASSETS: &[Asset] = &[
     asset!("/client/chat.js", JS, "clients/js/src/chat.js"),
     asset!("/client/http.js", JS, "clients/js/src/http.js"),
     asset!("/client/index.js", JS, "clients/js/src/index.js"),
+    asset!("/docs", HTML, "web/docs/index.html"),
+    asset!("/docs/docs.js", JS, "web/docs/docs.js"),
+    asset!("/docs/docs.css", CSS, "web/docs/docs.css"),
 ];
 
 /// The paths served, for the router.
 pub fn paths() -> impl Iterator<Item = &'static str> {
-    ASSETS.iter().map(|a| a.path).chain(["/index.html"])
+    ASSETS
+        .iter()
+        .map(|a| a.path)
+        .chain(["/index.html", "/docs/"])
 }
 
 /// Registers GET (and HEAD, for `curl -I`) routes per embedded file.
@@ -104,6 +111,7 @@ fn csp(req: &HttpRequest) -> String {
 async fn serve(req: HttpRequest) -> HttpResponse {
     let path = match req.path() {
         "/index.html" => "/",
+        "/docs/" => "/docs",
         p => p,
     };
     let Some(i) = ASSETS.iter().position(|a| a.path == path) else {

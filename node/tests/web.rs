@@ -73,6 +73,24 @@ async fn page_assets_and_client_library_with_their_headers() {
         );
     }
 
+    // The API viewer: HTML under the same policy, with its script and style.
+    for path in ["/docs", "/docs/"] {
+        let a = get(&base, path, &[]).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert_eq!(header(&a, "content-type"), "text/html; charset=utf-8");
+        assert!(header(&a, "content-security-policy").contains("script-src 'self';"));
+        assert!(a
+            .body
+            .contains(r#"<script type="module" src="/docs/docs.js">"#));
+    }
+    for (path, ty) in [
+        ("/docs/docs.js", "text/javascript; charset=utf-8"),
+        ("/docs/docs.css", "text/css; charset=utf-8"),
+    ] {
+        let a = get(&base, path, &[]).await;
+        assert_eq!((a.status, header(&a, "content-type")), (200, ty), "{path}");
+    }
+
     // The page's script and style, and the client library it imports.
     for (path, ty, needle) in [
         (

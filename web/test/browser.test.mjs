@@ -484,6 +484,28 @@ step('carol logs in in a page; alice sees her come online and go offline', async
   await convItem(a, 'Bob').click();
 });
 
+step('/docs shows every operation of the OpenAPI document, and the webhook', async () => {
+  const docs = await pages.alice.page.context().newPage();
+  const errors = [];
+  docs.on('pageerror', (e) => errors.push(String(e)));
+  docs.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  try {
+    const res = await docs.goto(`${cluster.url}/docs`);
+    assert.equal(res.status(), 200);
+    const spec = await (await fetch(`${cluster.url}/api/v1/openapi.json`)).json();
+    const count = Object.values(spec.paths).flatMap((i) => Object.keys(i)).length;
+    await docs.locator('details.op').nth(count - 1).waitFor();
+    assert.equal(await docs.locator('details.op').count(), count + Object.keys(spec.webhooks ?? {}).length);
+    await docs.locator('details.op', { hasText: 'webhook: offline_notifications' }).waitFor();
+    await docs.fill('#filter', 'settings');
+    const shown = await docs.locator('details.op:not([hidden])').count();
+    assert.ok(shown >= 1 && shown < count, `filtered to ${shown}`);
+    assert.deepEqual(errors, []);
+  } finally {
+    await docs.close();
+  }
+});
+
 step('a phone-sized screen shows one pane at a time', async () => {
   const b = pages.bob.page;
   await b.setViewportSize({ width: 390, height: 760 });
