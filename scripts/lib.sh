@@ -64,7 +64,8 @@ _as_root() {
     fi
 }
 
-# ensure_apt_updated: `apt-get update` once per shell, only when something is installed.
+# ensure_apt_updated: `apt-get update` once per run (exported: the scripts this one
+# starts do not update again), only when something is installed.
 ensure_apt_updated() {
     if [[ -n "${_CHAT_APT_UPDATED:-}" ]]; then
         return 0
@@ -78,7 +79,7 @@ ensure_apt_updated() {
         die "apt-get update failed"
     fi
     rm -f "$out"
-    _CHAT_APT_UPDATED=1
+    export _CHAT_APT_UPDATED=1
 }
 
 # apt_install PACKAGE...: install Debian packages quietly (output shown only on failure).
@@ -270,6 +271,10 @@ ensure_rust() {
     # Crates with C parts (ring-like, libc) and the linker itself need a C toolchain.
     if ! command -v cc >/dev/null 2>&1; then
         apt_install gcc libc6-dev
+    fi
+    # cargo fetches crates over HTTPS: minimal images have no CA certificates.
+    if [[ ! -s /etc/ssl/certs/ca-certificates.crt ]]; then
+        apt_install ca-certificates
     fi
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
         if command -v rustup >/dev/null 2>&1; then
@@ -511,6 +516,13 @@ ensure_node() {
     if ((major < 20 || (major == 20 && minor < 10))); then
         die "Node.js $(node --version) is too old: the JavaScript client needs 20.10 or newer (https://nodejs.org)"
     fi
+}
+
+# ensure_kill: the kill program (procps), not only the shell's builtin: tests signal
+# node processes with it (SIGSTOP, SIGTERM).
+ensure_kill() {
+    type -P kill >/dev/null 2>&1 || apt_install procps
+    type -P kill >/dev/null 2>&1 || die "the kill program is still missing after installing procps"
 }
 
 # ensure_curl: curl installed (health checks, API calls).

@@ -24,6 +24,8 @@ set -euo pipefail
 cd "$CHAT_ROOT"
 
 ensure_rust
+# The README's first example talks to the node with curl.
+ensure_curl
 
 if [[ -z "${CHAT__DATABASE__URL:-}" ]]; then
     db="${CHAT_DB_NAME:-chat}"

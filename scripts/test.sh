@@ -93,6 +93,7 @@ want() {
 step "services: Postgres, Redis, HAProxy"
 ensure_rust
 ensure_curl
+ensure_kill
 ensure_postgres
 ensure_redis
 ensure_haproxy
