@@ -254,18 +254,6 @@ impl Notifier {
     /// Drops what waited past `notify.max_age` and the oldest past
     /// `notify.max_pending`; reads the queue's depth.
     async fn upkeep(&self) {
-        match self.store.cap_notifications(self.cfg.max_pending).await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::counter!(m::NOTIFY_DROPPED_TOTAL).increment(n);
-                tracing::warn!(
-                    dropped = n,
-                    max_pending = self.cfg.max_pending,
-                    "dropped the oldest notifications past notify.max_pending"
-                );
-            }
-            Err(e) => tracing::warn!(error = %e, "capping the notification queue failed"),
-        }
         match self.store.drop_old_notifications(self.cfg.max_age).await {
             Ok((notifications, messages)) if notifications + messages > 0 => {
                 metrics::counter!(m::NOTIFY_DROPPED_TOTAL)
@@ -279,14 +267,31 @@ impl Notifier {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "dropping old notifications failed"),
         }
-        match self.store.notify_depth().await {
-            Ok(d) => {
-                let [msgs, notes] = m::NOTIFY_STAGES;
-                metrics::gauge!(m::NOTIFY_PENDING, "stage" => msgs).set(d.messages as f64);
-                metrics::gauge!(m::NOTIFY_PENDING, "stage" => notes).set(d.notifications as f64);
+        // One reading of the depth serves the cap and the gauges.
+        let mut depth = match self.store.notify_depth().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the notification queue failed");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "reading the notification queue failed"),
+        };
+        let over = depth.notifications - self.cfg.max_pending;
+        match self.store.drop_oldest_notifications(over).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!(m::NOTIFY_DROPPED_TOTAL).increment(n);
+                depth.notifications -= i64::try_from(n).unwrap_or(0);
+                tracing::warn!(
+                    dropped = n,
+                    max_pending = self.cfg.max_pending,
+                    "dropped the oldest notifications past notify.max_pending"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "capping the notification queue failed"),
         }
+        let [msgs, notes] = m::NOTIFY_STAGES;
+        metrics::gauge!(m::NOTIFY_PENDING, "stage" => msgs).set(depth.messages as f64);
+        metrics::gauge!(m::NOTIFY_PENDING, "stage" => notes).set(depth.notifications as f64);
     }
 }
 

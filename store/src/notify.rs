@@ -285,15 +285,13 @@ impl Store {
         Ok((outbox.len(), queue.len()))
     }
 
-    /// Keeps at most `max` notifications waiting: deletes the oldest past it (an
+    /// Deletes the `n` oldest notifications waiting (past `notify.max_pending`: an
     /// endpoint down for long fills the outbox no further); answers how many went.
-    pub async fn cap_notifications(&self, max: i64) -> Result<u64, StoreError> {
-        let depth = self.notify_depth().await?;
-        let over = depth.notifications - max;
-        if over <= 0 {
+    pub async fn drop_oldest_notifications(&self, n: i64) -> Result<u64, StoreError> {
+        if n <= 0 {
             return Ok(0);
         }
-        Ok(self.query(DROP_OLDEST_OUTBOX, &[&over]).await?.len() as u64)
+        Ok(self.query(DROP_OLDEST_OUTBOX, &[&n]).await?.len() as u64)
     }
 
     /// Rows waiting in each stage.
