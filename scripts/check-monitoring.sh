@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the monitoring files in config/:
-#   config/prometheus/alerts.yml   promtool check rules (Debian's prometheus package)
+#   config/prometheus/alerts.yml   promtool check rules (promtool from Debian's prometheus package)
 #   config/grafana/chat-node.json  valid JSON, every panel has a query
 # and that every chat_* metric they name is one the node defines (the names in
 # actors/src/metrics.rs and bus/src/lib.rs; histograms with _bucket, _sum, _count).
@@ -11,7 +11,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$CHAT_ROOT"
 
-ensure_command promtool prometheus
+ensure_promtool
 promtool check rules config/prometheus/alerts.yml
 ensure_command python3 python3
 python3 - actors/src/metrics.rs bus/src/lib.rs config/prometheus/alerts.yml config/grafana/chat-node.json <<'PY'

@@ -103,6 +103,29 @@ ensure_command() {
     command -v "$1" >/dev/null 2>&1 || die "'$1' still missing after installing $2"
 }
 
+# ensure_promtool: put promtool on PATH. Where it is missing, it is unpacked from
+# Debian's prometheus package into .run/tools, not installed: installing the package
+# would also set up (and, under systemd, start) a Prometheus server.
+ensure_promtool() {
+    command -v promtool >/dev/null 2>&1 && return 0
+    local tools="$CHAT_ROOT/.run/tools"
+    if [[ ! -x "$tools/usr/bin/promtool" ]]; then
+        ensure_apt_updated
+        ensure_command dpkg-deb dpkg
+        local dl
+        dl="$(mktemp -d)"
+        log "unpacking promtool from Debian's prometheus package into $tools"
+        (cd "$dl" && apt-get download -qq prometheus >/dev/null 2>&1) ||
+            (cd "$dl" && _as_root apt-get download -qq prometheus >/dev/null) ||
+            die "apt-get download prometheus failed"
+        mkdir -p "$tools"
+        dpkg-deb -x "$dl"/prometheus_*.deb "$tools"
+        rm -rf "$dl"
+    fi
+    [[ -x "$tools/usr/bin/promtool" ]] || die "promtool missing from Debian's prometheus package"
+    export PATH="$tools/usr/bin:$PATH"
+}
+
 # ---------------------------------------------------------------------------------------
 # Waiting and processes
 
@@ -509,13 +532,54 @@ ensure_haproxy() {
 
 # ensure_node: Node.js 20.10 or newer (the JavaScript client and its tests need a
 # WebSocket, global or behind --experimental-websocket); Debian's package when missing.
+# Node.js for the client and browser tests: 20.10 or newer (the client uses the global
+# WebSocket). Debian 12 and Ubuntu 24.04 ship 18: where the distribution's node is older,
+# the official build is unpacked into .run/tools from the npm registry's node-linux-*
+# package (pinned, its sha512 checked) and put first on PATH; npm stays the distribution's.
+CHAT_NODE_VERSION=22.23.5
+declare -A _CHAT_NODE_SHA512=(
+    [x64]=3jhC+wcoWxKZxcRqF2sUSl0c9HEXFnur/nuIPx6O6CWKV0jOUWQm7Htw5SuXqqlMCEhi0cJqybFPEb5hhcBiMw==
+    [arm64]=e1LOUGKVruPGuLVutn8+Cgm5pI1APm4Kvh+zbb/qe/ZpD9s+TQby5iUgZOWmPpbSKpj0Td8DP1N0NEnXasHizg==
+)
+
+_node_recent() {
+    local major minor
+    IFS=. read -r major minor _ <<<"$(node --version 2>/dev/null | tr -d v)"
+    [[ -n "$major" ]] && ((major > 20 || (major == 20 && minor >= 10)))
+}
+
 ensure_node() {
     ensure_command node nodejs
-    local major minor
-    IFS=. read -r major minor _ <<<"$(node --version | tr -d v)"
-    if ((major < 20 || (major == 20 && minor < 10))); then
-        die "Node.js $(node --version) is too old: the JavaScript client needs 20.10 or newer (https://nodejs.org)"
+    ensure_command npm npm
+    _node_recent && return 0
+    local arch
+    case "$(uname -m)" in
+    x86_64) arch=x64 ;;
+    aarch64) arch=arm64 ;;
+    *) die "Node.js $(node --version) is too old: the JavaScript client needs 20.10 or newer (https://nodejs.org)" ;;
+    esac
+    local dir="$CHAT_ROOT/.run/tools/node-$CHAT_NODE_VERSION-$arch"
+    if [[ ! -x "$dir/bin/node" ]]; then
+        ensure_curl
+        local tgz
+        tgz="$(mktemp)"
+        log "Node.js $(node --version) is too old; fetching Node.js $CHAT_NODE_VERSION (npm package node-linux-$arch) into $dir"
+        curl -fsS -m 300 -o "$tgz" \
+            "https://registry.npmjs.org/node-linux-$arch/-/node-linux-$arch-$CHAT_NODE_VERSION.tgz" ||
+            die "downloading Node.js $CHAT_NODE_VERSION failed"
+        local want
+        want="$(printf %s "${_CHAT_NODE_SHA512[$arch]}" | base64 -d | od -An -v -tx1 | tr -d ' \n')"
+        if [[ "$(sha512sum "$tgz" | cut -d' ' -f1)" != "$want" ]]; then
+            rm -f "$tgz"
+            die "Node.js $CHAT_NODE_VERSION: the download does not match its pinned sha512"
+        fi
+        mkdir -p "$dir"
+        tar -xzf "$tgz" -C "$dir" --strip-components=1
+        rm -f "$tgz"
     fi
+    export PATH="$dir/bin:$PATH"
+    _node_recent || die "Node.js $CHAT_NODE_VERSION from $dir does not run"
+    log "using Node.js $(node --version) from $dir"
 }
 
 # ensure_kill: the kill program (procps), not only the shell's builtin: tests signal

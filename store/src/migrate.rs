@@ -15,10 +15,16 @@ pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    // The runner creates its history table with IF NOT EXISTS; every start after the
+    // first would log Postgres' notice that it already exists.
+    client
+        .batch_execute("SET client_min_messages = warning")
+        .await?;
     let result = migrations::runner()
         .run_async(&mut **client)
         .await
         .map_err(|e| StoreError::Migration(e.to_string()));
+    client.batch_execute("RESET client_min_messages").await?;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
