@@ -60,7 +60,7 @@ use utoipa::{Modify, OpenApi};
         crate::ops::readyz,
     ),
     components(schemas(chat_wire::NotificationBatch, chat_wire::Notification)),
-    modifiers(&BearerAuth, &NotifyWebhook, &Describe),
+    modifiers(&BearerAuth, &NotifyWebhook, &Describe, &SendShapes, &ServiceConversationShapes),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "users", description = "Finding users"),
@@ -213,6 +213,209 @@ impl Modify for Describe {
                 }
             }
         }
+    }
+}
+
+/// A send's shape depends on its kind, which the derived schema cannot say: `text` (the
+/// default) needs a non-empty body and takes no `attach`; every other sendable kind
+/// needs `attach` with the fields of that kind (its body is an optional caption).
+/// `SendRequest` and `ServiceSend` become a `oneOf` with one object per kind, so
+/// clients and fuzzers built from the document send what the node accepts.
+/// `ServiceSend`'s `allOf` is folded into each object, with `conv` and `as_user`.
+struct SendShapes;
+
+/// Each kind a send may carry besides `text`: the `attach` fields it requires, and the
+/// MIME family its `mime` must have.
+const ATTACHED_KINDS: [(&str, &[&str], Option<&str>); 6] = [
+    ("image", &["url", "mime"], Some("image")),
+    ("file", &["url", "name", "size"], None),
+    ("audio", &["url", "mime", "duration_ms"], Some("audio")),
+    ("video", &["url", "mime", "duration_ms"], Some("video")),
+    ("location", &["lat", "lon"], None),
+    ("custom", &["data"], None),
+];
+
+fn send_shapes(
+    base: &utoipa::openapi::schema::Object,
+    attachment: &utoipa::openapi::schema::Object,
+    extra: &[(
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    )],
+) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOf, Schema, Type};
+    use utoipa::openapi::RefOr;
+    let string = |min: Option<usize>, pattern: &str, description: &str| -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(min)
+            .pattern(Some(pattern))
+            .description(Some(description))
+            .into()
+    };
+    let kind = |kind: &str| -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some([kind]))
+            .into()
+    };
+    let shape = |name: &str| {
+        let mut o = base.clone();
+        o.title = Some(name.to_owned());
+        o.description = None;
+        for (field, schema) in extra {
+            o.properties.insert(field.clone(), schema.clone());
+            o.required.push(field.clone());
+        }
+        o.properties.insert("kind".into(), kind(name));
+        o
+    };
+    let mut items: Vec<RefOr<Schema>> = Vec::new();
+    let mut text = shape("text");
+    text.properties.insert(
+        "body".into(),
+        string(
+            Some(1),
+            "^[^\\u0000]+$",
+            "The text: not empty, without NUL.",
+        ),
+    );
+    text.properties.remove("attach");
+    text.required.push("body".into());
+    text.required.sort();
+    text.required.dedup();
+    items.push(Schema::Object(text).into());
+    for (name, required, family) in ATTACHED_KINDS {
+        let mut o = shape(name);
+        o.properties.insert(
+            "body".into(),
+            string(None, "^[^\\u0000]*$", "An optional caption, without NUL."),
+        );
+        let mut attach = attachment.clone();
+        attach.required = required.iter().map(|f| (*f).to_owned()).collect();
+        if let Some(family) = family {
+            attach.properties.insert(
+                "mime".into(),
+                string(
+                    Some(family.len() + 2),
+                    &format!("^{family}/[^\\s\\u0000]+$"),
+                    &format!("`{family}/*`"),
+                ),
+            );
+        }
+        o.properties
+            .insert("attach".into(), Schema::Object(attach).into());
+        o.required.extend(["kind".to_owned(), "attach".to_owned()]);
+        o.required.sort();
+        o.required.dedup();
+        items.push(Schema::Object(o).into());
+    }
+    let mut one_of = OneOf::new();
+    one_of.items = items;
+    one_of.description = base.description.clone();
+    Schema::OneOf(one_of)
+}
+
+impl Modify for SendShapes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::RefOr;
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let object = |name: &str| match components.schemas.get(name) {
+            Some(RefOr::T(Schema::Object(o))) => Some(o.clone()),
+            _ => None,
+        };
+        let (Some(send), Some(attachment)) = (object("SendRequest"), object("Attachment")) else {
+            return;
+        };
+        // ServiceSend is allOf [SendRequest, {conv, as_user}]: the second part's
+        // properties join each shape.
+        let service = match components.schemas.get("ServiceSend") {
+            Some(RefOr::T(Schema::AllOf(all))) => Some((
+                all.description.clone(),
+                all.items
+                    .iter()
+                    .filter_map(|item| match item {
+                        RefOr::T(Schema::Object(o)) => Some(o.properties.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect::<Vec<_>>(),
+            )),
+            _ => None,
+        };
+        components.schemas.insert(
+            "SendRequest".into(),
+            send_shapes(&send, &attachment, &[]).into(),
+        );
+        if let Some((description, extra)) = service {
+            let mut shapes = send_shapes(&send, &attachment, &extra);
+            if let Schema::OneOf(one_of) = &mut shapes {
+                one_of.description = description;
+            }
+            components
+                .schemas
+                .insert("ServiceSend".into(), shapes.into());
+        }
+    }
+}
+
+/// `POST /service/conversations` takes two shapes: `direct` with exactly two users and
+/// neither title nor owner, and `group` with at least one user.
+struct ServiceConversationShapes;
+
+impl Modify for ServiceConversationShapes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOf, Schema, Type};
+        use utoipa::openapi::{Ref, RefOr};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(base))) =
+            components.schemas.get("ServiceCreateConversation").cloned()
+        else {
+            return;
+        };
+        let shape = |kind: &str, min: usize, max: Option<usize>, description: &str| {
+            let mut o = base.clone();
+            o.title = Some(kind.to_owned());
+            o.description = None;
+            o.properties.insert(
+                "kind".into(),
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([kind]))
+                    .into(),
+            );
+            o.properties.insert(
+                "users".into(),
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name("MemberId"))
+                    .min_items(Some(min))
+                    .max_items(max)
+                    .description(Some(description))
+                    .into(),
+            );
+            o
+        };
+        let mut direct = shape("direct", 2, Some(2), "The two users (different ones).");
+        direct.properties.remove("title");
+        direct.properties.remove("owner");
+        let group = shape(
+            "group",
+            1,
+            None,
+            "Its members (the owner among them or not).",
+        );
+        let mut one_of = OneOf::new();
+        one_of.items = vec![Schema::Object(direct).into(), Schema::Object(group).into()];
+        one_of.description = base.description.clone();
+        components.schemas.insert(
+            "ServiceCreateConversation".into(),
+            Schema::OneOf(one_of).into(),
+        );
     }
 }
 

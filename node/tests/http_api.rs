@@ -757,6 +757,104 @@ async fn openapi_document_and_operations() {
     db.drop_now().await.unwrap();
 }
 
+/// The document says what the node checks: a send is one object per kind (text needs a
+/// body, every other kind its own `attach` fields), path ids start at 1, member lists
+/// hold people, and a send built from each shape's required fields is accepted while
+/// one that breaks its shape is refused.
+#[actix_rt::test]
+async fn the_documented_send_shapes_are_what_the_node_accepts() {
+    let (db, node) = node().await;
+    let api = node.api();
+    let (_, doc) = api.get("/api/v1/openapi.json", None).await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let shapes = schemas["SendRequest"]["oneOf"].as_array().unwrap();
+    let titles: Vec<&str> = shapes
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        ["text", "image", "file", "audio", "video", "location", "custom"]
+    );
+    let service: Vec<&str> = schemas["ServiceSend"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(service, titles);
+    assert!(schemas["ServiceSend"]["oneOf"][0]["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("conv")));
+    assert_eq!(schemas["MemberId"]["minimum"], 1);
+    assert_eq!(schemas["AddMembers"]["properties"]["users"]["minItems"], 1);
+    let param = &doc["paths"]["/api/v1/conversations/{id}/messages"]["post"]["parameters"][0];
+    assert_eq!(
+        (&param["name"], &param["schema"]["minimum"]),
+        (&json!("id"), &json!(1))
+    );
+
+    let alice = user(&api, "alice").await.unwrap();
+    let bob = user(&api, "bob").await.unwrap();
+    let (_, b) = api
+        .post(
+            "/api/v1/conversations",
+            Some(&alice.token),
+            &json!({"kind": "direct", "peer": bob.id}),
+        )
+        .await
+        .unwrap();
+    let conv = b["conversation"]["id"].as_i64().unwrap();
+    let path = format!("/api/v1/conversations/{conv}/messages");
+    // A value for each field a shape's attach requires.
+    let value = |field: &str, family: Option<&str>| match field {
+        "url" => json!("https://files.example/a"),
+        "mime" => json!(format!("{}/x", family.unwrap_or("application"))),
+        "name" => json!("a.bin"),
+        "size" | "duration_ms" => json!(1),
+        "lat" | "lon" => json!(0.5),
+        "data" => json!({"app": 1}),
+        other => panic!("no value for attach.{other}"),
+    };
+    for (i, shape) in shapes.iter().enumerate() {
+        let kind = shape["title"].as_str().unwrap();
+        let mut send = json!({"cid": format!("shape-{i}"), "kind": kind});
+        if kind == "text" {
+            send["body"] = json!("hi");
+        } else {
+            let attach = &shape["properties"]["attach"];
+            let family = attach["properties"]["mime"]["pattern"]
+                .as_str()
+                .and_then(|p| p.strip_prefix('^'))
+                .and_then(|p| p.split('/').next())
+                .filter(|f| !f.starts_with('['));
+            let mut fields = serde_json::Map::new();
+            for f in attach["required"].as_array().unwrap() {
+                let f = f.as_str().unwrap();
+                fields.insert(f.to_owned(), value(f, family));
+            }
+            send["attach"] = fields.into();
+            // Without attach, the same kind is refused.
+            let mut bare = send.clone();
+            bare.as_object_mut().unwrap().remove("attach");
+            bare["cid"] = json!(format!("bare-{i}"));
+            let (s, b) = api.post(&path, Some(&alice.token), &bare).await.unwrap();
+            assert_eq!((s, code(&b)), (400, "bad_request"), "{kind} without attach");
+        }
+        let (s, b) = api.post(&path, Some(&alice.token), &send).await.unwrap();
+        assert_eq!(s, 201, "{kind} built from its shape: {send} -> {b}");
+    }
+    // A text without a body breaks its shape, and is refused.
+    let (s, _) = api
+        .post(&path, Some(&alice.token), &json!({"cid": "no-body"}))
+        .await
+        .unwrap();
+    assert_eq!(s, 400);
+    drop(node);
+    db.drop_now().await.unwrap();
+}
+
 /// A fresh node shows every counter and gauge at 0 before any traffic, so `rate()`
 /// and alerts work from the first scrape. (A process: the metrics recorder is global
 /// to a process, and this one has seen no other node.)

@@ -9,12 +9,22 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Attributes {
     #[serde(default, deserialize_with = "opt_value")]
+    #[schema(value_type = Option<AttributeValue>)]
     pub org: Option<String>,
     #[serde(default, deserialize_with = "value_list")]
+    #[schema(value_type = Vec<AttributeValue>, max_items = 32)]
     pub roles: Vec<String>,
     #[serde(default, deserialize_with = "value_list")]
+    #[schema(value_type = Vec<AttributeValue>, max_items = 32)]
     pub jobs: Vec<String>,
 }
+
+/// One attribute value: 1..64 of `[A-Za-z0-9_.-]` (a number is taken as its decimal
+/// text).
+#[derive(ToSchema)]
+#[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
+#[allow(dead_code)] // only its schema is used
+pub struct AttributeValue(String);
 
 /// Longest attribute value.
 pub const MAX_ATTRIBUTE_LEN: usize = 64;

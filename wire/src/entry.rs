@@ -100,29 +100,45 @@ impl FromStr for MessageKind {
 pub struct Attachment {
     /// `http(s)://` address of the file (image, file, audio, video).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[^\\s\\x00-\\x1f\\x7f-\\x9f]{2,}$"
+    )]
     pub url: Option<String>,
     /// MIME type: `image/*` for an image, `audio/*`, `video/*`; any for a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048, pattern = "^[^/\\s\\u0000]+/[^\\s\\u0000]+$")]
     pub mime: Option<String>,
-    /// Size of the file in bytes.
+    /// Size of the file in bytes (at most `limits.max_file_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub size: Option<i64>,
-    /// File name (required for a file), or the name of a place.
+    /// File name (required for a file), or the name of a place: 1..2048 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 2048, pattern = "^[^\\u0000]+$")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub width: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub height: Option<i64>,
     /// Length of an audio or video, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub duration_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[^\\s\\x00-\\x1f\\x7f-\\x9f]{2,}$"
+    )]
     pub thumbnail_url: Option<String>,
     /// Latitude and longitude of a location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: Option<f64>,
     /// The application's own JSON of a `custom` message.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -70,7 +70,7 @@ pub struct UserList {
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 pub struct UserSearchQuery {
     /// Username prefix.
-    #[param(min_length = 1, max_length = 32)]
+    #[param(min_length = 1, max_length = 32, pattern = "^[^\\u0000]+$")]
     pub q: String,
 }
 
@@ -87,8 +87,14 @@ pub enum CreateConversation {
     },
     /// A new group of the caller and `members`.
     Group {
-        #[schema(min_length = 1, max_length = 200)]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+        )]
         title: String,
+        /// The other members (at least one; the caller is added as owner).
+        #[schema(min_items = 1, value_type = Vec<crate::ids::MemberId>)]
         members: Vec<UserId>,
         /// Tier of sends that name none (`normal` when absent).
         #[serde(default)]
@@ -244,9 +250,12 @@ pub struct ProvisionResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BroadcastRequest {
     /// `all`, `org/1`, `role/3`, `job/2`, `org/1/role/3`, …
-    #[schema(example = "org/1/role/3")]
+    #[schema(
+        example = "org/1/role/3",
+        pattern = "^(all|org/[A-Za-z0-9_.-]{1,64}(/(role|job)/[A-Za-z0-9_.-]{1,64})?|(role|job)/[A-Za-z0-9_.-]{1,64}(/org/[A-Za-z0-9_.-]{1,64})?)$"
+    )]
     pub audience: String,
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, pattern = "^[^\\u0000]+$")]
     pub body: String,
     pub tier: Option<Tier>,
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
@@ -273,13 +282,18 @@ pub struct Health {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AddMembers {
     /// 1..=100 user ids to add; members already there are left as they are.
+    #[schema(min_items = 1, max_items = 100, value_type = Vec<crate::ids::MemberId>)]
     pub users: Vec<UserId>,
 }
 
 /// `PATCH /conversations/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PatchConversation {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     pub title: Option<String>,
 }
 
@@ -287,7 +301,18 @@ pub struct PatchConversation {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SetRole {
     /// `admin` or `member` (the owner hands over by leaving).
+    #[schema(value_type = AssignableRole)]
     pub role: crate::entry::Role,
+}
+
+/// The roles `PUT /conversations/{id}/members/{user}/role` gives (its schema only:
+/// the body is read as a [`crate::entry::Role`] and `owner` refused).
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // only its schema is used
+pub enum AssignableRole {
+    Admin,
+    Member,
 }
 
 /// `PATCH /conversations/{id}/messages/{seq}`.
@@ -295,7 +320,7 @@ pub struct SetRole {
 pub struct EditRequest {
     #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub cid: String,
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, pattern = "^[^\\u0000]+$")]
     pub body: String,
 }
 

@@ -11,6 +11,7 @@ macro_rules! id_type {
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
         )]
         #[serde(transparent)]
+        #[schema(minimum = 0)]
         pub struct $name(pub i64);
 
         impl fmt::Display for $name {
@@ -43,6 +44,12 @@ id_type!(
     /// A message's place in its conversation: 1, 2, 3, … without gaps.
     Seq
 );
+
+/// A user id naming a person (not the system's `0`): the schema of member lists.
+#[derive(ToSchema)]
+#[schema(minimum = 1)]
+#[allow(dead_code)] // only its schema is used
+pub struct MemberId(i64);
 
 impl UserId {
     /// The system sender: broadcasts posted with a service key.

@@ -23,7 +23,7 @@ pub struct MuteRequest {
     /// Until when the member may not write (RFC 3339, in the future); `null` lifts the
     /// mute. Required.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<DateTime<Utc>>, required = true)]
+    #[schema(value_type = Option<DateTime<Utc>>, required = true, min_length = 20)]
     pub until: Option<Option<DateTime<Utc>>>,
 }
 
@@ -69,8 +69,14 @@ pub enum ServiceConversationKind {
 pub struct ServiceCreateConversation {
     pub kind: ServiceConversationKind,
     /// Direct: the two users. Group: its members (the owner among them or not).
+    #[schema(min_items = 1, value_type = Vec<crate::ids::MemberId>)]
     pub users: Vec<UserId>,
     /// A group's title (default "Group").
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     #[serde(default)]
     pub title: Option<String>,
     /// A group's owner (default: the first of `users`).
@@ -84,6 +90,7 @@ pub struct ServiceCreateConversation {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SetMembers {
     /// Exactly the group's members after the call (1..=`limits.max_group_members`).
+    #[schema(min_items = 1, value_type = Vec<crate::ids::MemberId>)]
     pub users: Vec<UserId>,
 }
 

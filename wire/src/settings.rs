@@ -63,6 +63,7 @@ impl<'de> Deserialize<'de> for Mute {
 /// least one is needed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct SettingsRequest {
     /// An RFC 3339 time (muted until then), `"forever"`, or `null` (unmute).
     #[serde(

@@ -75,7 +75,7 @@ async fn answer(
 
 /// Accepts a request to the caller: the two become contacts.
 #[utoipa::path(post, path = "/api/v1/contacts/requests/{id}/accept", tag = "contacts",
-    security(("bearer" = [])), params(("id" = i64, Path, description = "Request id")),
+    security(("bearer" = [])), params(("id" = i64, Path, minimum = 1, description = "Request id")),
     responses((status = 200, body = RequestEnvelope), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "The caller is not its recipient"),
@@ -92,7 +92,7 @@ pub async fn accept(
 
 /// Declines a request to the caller.
 #[utoipa::path(post, path = "/api/v1/contacts/requests/{id}/decline", tag = "contacts",
-    security(("bearer" = [])), params(("id" = i64, Path, description = "Request id")),
+    security(("bearer" = [])), params(("id" = i64, Path, minimum = 1, description = "Request id")),
     responses((status = 200, body = RequestEnvelope), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "The caller is not its recipient"),
@@ -109,7 +109,7 @@ pub async fn decline(
 
 /// Withdraws a request of the caller.
 #[utoipa::path(post, path = "/api/v1/contacts/requests/{id}/cancel", tag = "contacts",
-    security(("bearer" = [])), params(("id" = i64, Path, description = "Request id")),
+    security(("bearer" = [])), params(("id" = i64, Path, minimum = 1, description = "Request id")),
     responses((status = 200, body = RequestEnvelope), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "The caller is not its sender"),
@@ -126,7 +126,7 @@ pub async fn cancel(
 
 /// Ends the friendship with `user` (for both).
 #[utoipa::path(delete, path = "/api/v1/contacts/{user}", tag = "contacts",
-    security(("bearer" = [])), params(("user" = i64, Path, description = "User id")),
+    security(("bearer" = [])), params(("user" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "Not one of the caller's contacts"),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -148,7 +148,7 @@ pub async fn unfriend(
 /// refuses requests and direct conversations between them until lifted. Blocking
 /// again changes nothing.
 #[utoipa::path(put, path = "/api/v1/blocks/{user}", tag = "contacts",
-    security(("bearer" = [])), params(("user" = i64, Path, description = "User id")),
+    security(("bearer" = [])), params(("user" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn block(
@@ -167,7 +167,7 @@ pub async fn block(
 
 /// Lifts the caller's block of `user`; nothing changes where there is none.
 #[utoipa::path(delete, path = "/api/v1/blocks/{user}", tag = "contacts",
-    security(("bearer" = [])), params(("user" = i64, Path, description = "User id")),
+    security(("bearer" = [])), params(("user" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn unblock(

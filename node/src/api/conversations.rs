@@ -176,7 +176,7 @@ async fn member(state: &AppState, caller: &Caller, conv: ConvId) -> Result<(Seq,
 /// A page of history: retained messages below `before_seq`, ascending.
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "conversations",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Conversation id"), HistoryQuery),
+    params(("id" = i64, Path, minimum = 1, description = "Conversation id"), HistoryQuery),
     responses((status = 200, body = History), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -209,7 +209,7 @@ pub async fn history(
 /// same seq and stores nothing.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "conversations",
     security(("bearer" = [])), request_body = SendRequest,
-    params(("id" = i64, Path, description = "Conversation id")),
+    params(("id" = i64, Path, minimum = 1, description = "Conversation id")),
     responses((status = 201, body = SendResponse), (status = 200, body = SendResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -264,7 +264,7 @@ pub(crate) async fn send_entry(
 /// sync and the list show the message with it; it never counts as unread.
 #[utoipa::path(patch, path = "/api/v1/conversations/{id}/messages/{seq}", tag = "conversations",
     security(("bearer" = [])), request_body = EditRequest,
-    params(("id" = i64, Path, description = "Conversation id"), ("seq" = i64, Path, description = "The message to edit")),
+    params(("id" = i64, Path, minimum = 1, description = "Conversation id"), ("seq" = i64, Path, minimum = 1, description = "The message to edit")),
     responses((status = 201, description = "The edit entry", body = SendResponse),
         (status = 200, description = "This cid was stored before", body = SendResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -290,7 +290,7 @@ pub async fn edit(
 /// `chat.recall_window`, group admins any message; its body is no longer returned.
 #[utoipa::path(delete, path = "/api/v1/conversations/{id}/messages/{seq}", tag = "conversations",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Conversation id"), ("seq" = i64, Path, description = "The message to recall"), CidQuery),
+    params(("id" = i64, Path, minimum = 1, description = "Conversation id"), ("seq" = i64, Path, minimum = 1, description = "The message to recall"), CidQuery),
     responses((status = 201, description = "The recall entry", body = SendResponse),
         (status = 200, description = "This cid was stored before", body = SendResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -309,8 +309,8 @@ pub async fn recall(
 /// Adds the caller's reaction `emoji` to a message: a new `reaction` entry.
 #[utoipa::path(put, path = "/api/v1/conversations/{id}/messages/{seq}/reactions/{emoji}", tag = "conversations",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Conversation id"), ("seq" = i64, Path, description = "The message"),
-        ("emoji" = String, Path, description = "The reaction, URL-encoded"), CidQuery),
+    params(("id" = i64, Path, minimum = 1, description = "Conversation id"), ("seq" = i64, Path, minimum = 1, description = "The message"),
+        ("emoji" = String, Path, min_length = 1, max_length = 8, pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f/]+$", description = "The reaction, URL-encoded: 1..32 bytes without spaces, control characters or `/`"), CidQuery),
     responses((status = 201, description = "The reaction entry", body = SendResponse),
         (status = 200, description = "This cid was stored before", body = SendResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -329,8 +329,8 @@ pub async fn react(
 /// Takes the caller's reaction `emoji` off a message: a new `reaction` entry.
 #[utoipa::path(delete, path = "/api/v1/conversations/{id}/messages/{seq}/reactions/{emoji}", tag = "conversations",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Conversation id"), ("seq" = i64, Path, description = "The message"),
-        ("emoji" = String, Path, description = "The reaction, URL-encoded"), CidQuery),
+    params(("id" = i64, Path, minimum = 1, description = "Conversation id"), ("seq" = i64, Path, minimum = 1, description = "The message"),
+        ("emoji" = String, Path, min_length = 1, max_length = 8, pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f/]+$", description = "The reaction, URL-encoded: 1..32 bytes without spaces, control characters or `/`"), CidQuery),
     responses((status = 201, description = "The reaction entry", body = SendResponse),
         (status = 200, description = "This cid was stored before", body = SendResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -368,7 +368,7 @@ pub(crate) async fn change(
 /// members read the group from that entry on.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/members", tag = "groups",
     security(("bearer" = [])), request_body = AddMembers,
-    params(("id" = i64, Path, description = "Group id")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id")),
     responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "The group would grow past limits.max_group_members", body = ErrorBody),
@@ -391,7 +391,7 @@ pub async fn add_members(
 /// `removed`. The removed member stops receiving the group at once, on every node.
 #[utoipa::path(delete, path = "/api/v1/conversations/{id}/members/{user}", tag = "groups",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Group id"), ("user" = i64, Path, description = "The member to remove")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id"), ("user" = i64, Path, minimum = 1, description = "The member to remove")),
     responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -414,7 +414,7 @@ pub async fn remove_member(
 /// leaves and hands over).
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/leave", tag = "groups",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Group id")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id")),
     responses((status = 200, description = "Left", body = Object),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -435,7 +435,7 @@ pub async fn leave(
 /// Renames a group (admins and the owner): one `system` entry `renamed`.
 #[utoipa::path(patch, path = "/api/v1/conversations/{id}", tag = "groups",
     security(("bearer" = [])), request_body = PatchConversation,
-    params(("id" = i64, Path, description = "Group id")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id")),
     responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -460,7 +460,7 @@ pub async fn patch(
 /// entry `role_changed`.
 #[utoipa::path(put, path = "/api/v1/conversations/{id}/members/{user}/role", tag = "groups",
     security(("bearer" = [])), request_body = SetRole,
-    params(("id" = i64, Path, description = "Group id"), ("user" = i64, Path, description = "The member")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id"), ("user" = i64, Path, minimum = 1, description = "The member")),
     responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -486,7 +486,7 @@ pub async fn set_role(
 /// a `settings` event of the caller's own stream, pushed to their other devices.
 #[utoipa::path(put, path = "/api/v1/conversations/{id}/settings", tag = "conversations",
     security(("bearer" = [])), request_body = SettingsRequest,
-    params(("id" = i64, Path, description = "Conversation id")),
+    params(("id" = i64, Path, minimum = 1, description = "Conversation id")),
     responses((status = 200, description = "The conversation as the caller now sees it", body = ConversationEnvelope),
         (status = 400, description = "A bad value, an unknown field, or nothing to change", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -528,7 +528,7 @@ pub async fn settings(
 /// Moves the caller's read cursor forward (never back).
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/read", tag = "conversations",
     security(("bearer" = [])), request_body = ReadRequest,
-    params(("id" = i64, Path, description = "Conversation id")),
+    params(("id" = i64, Path, minimum = 1, description = "Conversation id")),
     responses((status = 200, body = ReadResponse), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]

@@ -25,7 +25,7 @@ pub(crate) fn until_of(body: MuteRequest) -> Result<Option<DateTime<Utc>>, ApiEr
 /// `until`) or `unmuted`. Admins mute members; the owner anyone but themself.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/members/{user}/mute", tag = "groups",
     security(("bearer" = [])), request_body = MuteRequest,
-    params(("id" = i64, Path, description = "Group id"), ("user" = i64, Path, description = "The member")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id"), ("user" = i64, Path, minimum = 1, description = "The member")),
     responses((status = 200, description = "The group after the change (`muted` lists who is muted until when)", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -50,7 +50,7 @@ pub async fn mute(
 /// (they get `left`, on every node); any later add of them is refused until unbanned.
 #[utoipa::path(put, path = "/api/v1/conversations/{id}/bans/{user}", tag = "groups",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Group id"), ("user" = i64, Path, description = "The user to ban")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id"), ("user" = i64, Path, minimum = 1, description = "The user to ban")),
     responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -73,7 +73,7 @@ pub async fn ban(
 /// added back; they may be added again.
 #[utoipa::path(delete, path = "/api/v1/conversations/{id}/bans/{user}", tag = "groups",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Group id"), ("user" = i64, Path, description = "The banned user")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id"), ("user" = i64, Path, minimum = 1, description = "The banned user")),
     responses((status = 200, description = "The group after the change", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -95,7 +95,7 @@ pub async fn unban(
 /// The group's bans, oldest first (admins and the owner).
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/bans", tag = "groups",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Group id")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id")),
     responses((status = 200, body = BanList),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]

@@ -63,6 +63,7 @@ pub async fn presence(
 #[serde(deny_unknown_fields)]
 pub struct DisconnectBody {
     /// The close code: 1000, 1008 or 4000–4999 (default 4003).
+    #[schema(minimum = 4000, maximum = 4999)]
     pub code: Option<u16>,
 }
 
@@ -84,7 +85,7 @@ async fn existing(state: &AppState, user: UserId) -> Result<(), ApiError> {
 /// tokens stay valid: revoke them as well to keep them out.
 #[utoipa::path(post, path = "/api/v1/service/users/{id}/disconnect", tag = "service",
     security(("bearer" = [])), request_body(content = DisconnectBody, description = "May be empty"),
-    params(("id" = i64, Path, description = "User id")),
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200, description = "Their sockets are closing on every node"),
         (status = 400, description = "A close code that is not 1000, 1008 or 4000-4999", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
@@ -123,7 +124,7 @@ pub struct Revoked {
 /// their open sockets close with 1008 on every node. A token minted after this second
 /// works.
 #[utoipa::path(post, path = "/api/v1/service/users/{id}/revoke", tag = "service",
-    security(("bearer" = [])), params(("id" = i64, Path, description = "User id")),
+    security(("bearer" = [])), params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200, body = Revoked),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 403, description = "A user token", body = ErrorBody),
@@ -160,7 +161,7 @@ pub struct SessionList {
 
 /// A user's open sockets on live nodes, oldest first.
 #[utoipa::path(get, path = "/api/v1/service/users/{id}/sessions", tag = "service",
-    security(("bearer" = [])), params(("id" = i64, Path, description = "User id")),
+    security(("bearer" = [])), params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200, body = SessionList),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 403, description = "A user token", body = ErrorBody),

@@ -152,7 +152,7 @@ pub async fn create_conversation(
 /// holds; banned users are refused.
 #[utoipa::path(put, path = "/api/v1/service/conversations/{id}/members", tag = "service",
     security(("bearer" = [])), request_body = SetMembers,
-    params(("id" = i64, Path, description = "Group id")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id")),
     responses((status = 200, description = "The group as its owner sees it", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -178,7 +178,7 @@ pub async fn set_members(
 /// the owner may be muted too.
 #[utoipa::path(post, path = "/api/v1/service/conversations/{id}/members/{user}/mute", tag = "service",
     security(("bearer" = [])), request_body = MuteRequest,
-    params(("id" = i64, Path, description = "Group id"), ("user" = i64, Path, description = "The member")),
+    params(("id" = i64, Path, minimum = 1, description = "Group id"), ("user" = i64, Path, minimum = 1, description = "The member")),
     responses((status = 200, description = "The group as its owner sees it", body = ConversationEnvelope),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -207,7 +207,7 @@ pub async fn mute(
 /// group; their messages stay (`keep`) or are blanked (`erase`).
 #[utoipa::path(delete, path = "/api/v1/service/users/{id}", tag = "service",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "User id")),
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200, body = DeletedUser),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]

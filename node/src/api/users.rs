@@ -85,7 +85,7 @@ pub async fn provision(
 /// their next request, and their open sessions follow at once.
 #[utoipa::path(put, path = "/api/v1/users/{id}/attributes", tag = "service",
     security(("bearer" = [])), request_body = Attributes,
-    params(("id" = i64, Path, description = "User id")),
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200, body = Attributes), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -116,7 +116,7 @@ pub async fn set_attributes(
 /// of a message.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
     security(("bearer" = [])),
-    params(("id" = i64, Path, description = "User id")),
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses((status = 200, body = UserSummary), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
