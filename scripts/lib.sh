@@ -530,10 +530,9 @@ ensure_haproxy() {
     ensure_command haproxy haproxy
 }
 
-# ensure_node: Node.js 20.10 or newer (the JavaScript client and its tests need a
-# WebSocket, global or behind --experimental-websocket); Debian's package when missing.
-# Node.js for the client and browser tests: 20.10 or newer (the client uses the global
-# WebSocket). Debian 12 and Ubuntu 24.04 ship 18: where the distribution's node is older,
+# ensure_node: Node.js 20.10 or newer for the client and browser tests (the client
+# needs a WebSocket, global or behind --experimental-websocket), and npm; Debian's
+# packages when missing. Debian 12 and Ubuntu 24.04 ship 18: where the distribution's node is older,
 # the official build is unpacked into .run/tools from the npm registry's node-linux-*
 # package (pinned, its sha512 checked) and put first on PATH; npm stays the distribution's.
 CHAT_NODE_VERSION=22.23.5

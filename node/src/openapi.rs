@@ -235,6 +235,23 @@ const ATTACHED_KINDS: [(&str, &[&str], Option<&str>); 6] = [
     ("custom", &["data"], None),
 ];
 
+/// `base` as one variant of a `oneOf`: titled `kind`, its `kind` property holding only
+/// that value, without the description (the `oneOf` carries it).
+fn variant(base: &utoipa::openapi::schema::Object, kind: &str) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let mut o = base.clone();
+    o.title = Some(kind.to_owned());
+    o.description = None;
+    o.properties.insert(
+        "kind".into(),
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some([kind]))
+            .into(),
+    );
+    o
+}
+
 fn send_shapes(
     base: &utoipa::openapi::schema::Object,
     attachment: &utoipa::openapi::schema::Object,
@@ -253,21 +270,12 @@ fn send_shapes(
             .description(Some(description))
             .into()
     };
-    let kind = |kind: &str| -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some([kind]))
-            .into()
-    };
     let shape = |name: &str| {
-        let mut o = base.clone();
-        o.title = Some(name.to_owned());
-        o.description = None;
+        let mut o = variant(base, name);
         for (field, schema) in extra {
             o.properties.insert(field.clone(), schema.clone());
             o.required.push(field.clone());
         }
-        o.properties.insert("kind".into(), kind(name));
         o
     };
     let mut items: Vec<RefOr<Schema>> = Vec::new();
@@ -368,7 +376,7 @@ struct ServiceConversationShapes;
 
 impl Modify for ServiceConversationShapes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOf, Schema, Type};
+        use utoipa::openapi::schema::{ArrayBuilder, OneOf, Schema};
         use utoipa::openapi::{Ref, RefOr};
         let Some(components) = openapi.components.as_mut() else {
             return;
@@ -379,16 +387,7 @@ impl Modify for ServiceConversationShapes {
             return;
         };
         let shape = |kind: &str, min: usize, max: Option<usize>, description: &str| {
-            let mut o = base.clone();
-            o.title = Some(kind.to_owned());
-            o.description = None;
-            o.properties.insert(
-                "kind".into(),
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .enum_values(Some([kind]))
-                    .into(),
-            );
+            let mut o = variant(&base, kind);
             o.properties.insert(
                 "users".into(),
                 ArrayBuilder::new()

@@ -797,15 +797,7 @@ async fn the_documented_send_shapes_are_what_the_node_accepts() {
 
     let alice = user(&api, "alice").await.unwrap();
     let bob = user(&api, "bob").await.unwrap();
-    let (_, b) = api
-        .post(
-            "/api/v1/conversations",
-            Some(&alice.token),
-            &json!({"kind": "direct", "peer": bob.id}),
-        )
-        .await
-        .unwrap();
-    let conv = b["conversation"]["id"].as_i64().unwrap();
+    let conv = api.direct(&alice.token, bob.id).await.unwrap();
     let path = format!("/api/v1/conversations/{conv}/messages");
     // A value for each field a shape's attach requires.
     let value = |field: &str, family: Option<&str>| match field {

@@ -12,22 +12,23 @@ const MIGRATION_LOCK: i64 = 0x0063_6861_746d_6967; // "chatmig"
 /// run applies nothing. Nodes that start at once serialise on an advisory lock.
 pub async fn migrate(pool: &Pool) -> Result<usize, StoreError> {
     let mut client = pool.get().await?;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
     // The runner creates its history table with IF NOT EXISTS; every start after the
-    // first would log Postgres' notice that it already exists.
+    // first would log Postgres' notice that it already exists. Set outside the lock, so
+    // no failure here can leave the lock held.
     client
         .batch_execute("SET client_min_messages = warning")
+        .await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     let result = migrations::runner()
         .run_async(&mut **client)
         .await
         .map_err(|e| StoreError::Migration(e.to_string()));
-    client.batch_execute("RESET client_min_messages").await?;
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await?;
+    client.batch_execute("RESET client_min_messages").await?;
     Ok(result?.applied_migrations().len())
 }
 
